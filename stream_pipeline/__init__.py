@@ -1,0 +1,39 @@
+"""stream_pipeline: live semantic segmentation on video streams.
+
+The model semantics and the prediction format are those of the Roboflow Workflows block
+"Semantic Segmentation Model" (v1/v2).
+"""
+
+from stream_pipeline.errors import (
+    ConfigError,
+    ModelError,
+    ModelNotFoundError,
+    SinkError,
+    SourceError,
+    SourceOpenError,
+    StreamPipelineError,
+    WorkflowError,
+)
+from stream_pipeline.frames import Frame, FrameMeta, SegResult, StageTimings
+from stream_pipeline.model import SegmentationModel, load_model
+from stream_pipeline.workflow import load_workflow
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "Frame",
+    "FrameMeta",
+    "ModelError",
+    "ModelNotFoundError",
+    "SegResult",
+    "SegmentationModel",
+    "SinkError",
+    "SourceError",
+    "SourceOpenError",
+    "StageTimings",
+    "StreamPipelineError",
+    "WorkflowError",
+    "load_model",
+    "load_workflow",
+]

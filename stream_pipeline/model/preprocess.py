@@ -1,0 +1,72 @@
+"""Frames → the network's input tensor, per ``model.json``'s ``input`` (CPU path).
+
+Resizing uses Pillow's bilinear filter (C, releases the GIL) — the same call the default model was
+trained with. Letterbox pads with grey 114 before normalisation, as common detectors do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from stream_pipeline.model.geometry import Geometry, geometry_for
+from stream_pipeline.model.package import InputSpec
+
+__all__ = ["LETTERBOX_PAD", "Preprocessor"]
+
+LETTERBOX_PAD = 114
+
+
+class Preprocessor:
+    """Turns host RGB frames into a normalised NCHW float32 batch for one :class:`InputSpec`."""
+
+    def __init__(self, spec: InputSpec) -> None:
+        self.spec = spec
+        # (x / scale - mean) / std == x * a + b, per channel: one multiply-add per value.
+        std = np.asarray(spec.std, dtype=np.float32)
+        self._a = (1.0 / (spec.scale * std)).astype(np.float32)
+        self._b = (-np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32)
+        if spec.color == "bgr":
+            self._a = self._a[::-1].copy()
+            self._b = self._b[::-1].copy()
+
+    def resized(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Geometry]:
+        """One frame resized (and padded) to the input size, still uint8 HWC RGB."""
+        h, w = rgb.shape[:2]
+        geo = geometry_for(w, h, self.spec)
+        size = (geo.content_width, geo.content_height)
+        img = (
+            rgb
+            if (w, h) == size
+            else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
+        )
+        if self.spec.resize == "letterbox":
+            canvas = np.full((geo.input_height, geo.input_width, 3), LETTERBOX_PAD, np.uint8)
+            canvas[
+                geo.content_y : geo.content_y + geo.content_height,
+                geo.content_x : geo.content_x + geo.content_width,
+            ] = img
+            img = canvas
+        return img, geo
+
+    def __call__(
+        self, frames: Sequence[npt.NDArray[np.uint8]], out: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], list[Geometry]]:
+        """Batch of RGB frames → (N, 3, H, W) float32 and each frame's geometry."""
+        spec = self.spec
+        shape = (len(frames), 3, spec.height, spec.width)
+        if out is None or out.shape != shape:
+            out = np.empty(shape, dtype=np.float32)
+        geos = []
+        for i, rgb in enumerate(frames):
+            img, geo = self.resized(rgb)
+            geos.append(geo)
+            chw = img.transpose(2, 0, 1)
+            if spec.color == "bgr":
+                chw = chw[::-1]
+            np.multiply(chw, self._a[:, None, None], out=out[i])
+            out[i] += self._b[:, None, None]
+        return out, geos

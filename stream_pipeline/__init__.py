@@ -4,6 +4,10 @@ The model semantics and the prediction format are those of the Roboflow Workflow
 "Semantic Segmentation Model" (v1/v2).
 """
 
+from stream_pipeline.config import apply_runtime_defaults
+
+apply_runtime_defaults()  # before anything imports numba's kernels
+
 from stream_pipeline.errors import (
     ConfigError,
     ModelError,

@@ -1,0 +1,329 @@
+"""``stream-pipeline``: run / models. Parses flags, builds config and sinks, and nothing else.
+
+Bad input exits with status 2 and one line on stderr (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from stream_pipeline.buffer import DropPolicy
+from stream_pipeline.config import read_environment
+from stream_pipeline.errors import ConfigError, StreamPipelineError
+from stream_pipeline.model.thresholds import CONFIDENCE_MODES
+
+__all__ = ["main"]
+
+DEFAULT_SOURCE = "synthetic://street?seed=7&frames=300&fps=30"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="stream-pipeline", description="Live semantic segmentation on video streams.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run a pipeline in the foreground (default: a demo)")
+    src = run.add_argument_group("sources")
+    src.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="[ID=]URL",
+        help="file, URL, rtsp://, /dev/videoN or synthetic://street?...; repeatable",
+    )
+    src.add_argument(
+        "--buffer-policy",
+        choices=[p.value for p in DropPolicy],
+        help="ring policy (default: drop_oldest for live sources, block for files)",
+    )
+    src.add_argument("--buffer-size", type=int, default=8, help="ring slots per source")
+    src.add_argument("--realtime", action="store_true", help="pace files at their frame rate")
+    src.add_argument("--transport", choices=["tcp", "udp"], default="tcp", help="RTSP transport")
+    src.add_argument("--open-timeout", type=float, default=10.0, help="seconds to open a source")
+    src.add_argument(
+        "--read-timeout",
+        type=float,
+        default=5.0,
+        help="seconds without data before a live source reconnects",
+    )
+    src.add_argument(
+        "--max-reconnects",
+        type=int,
+        default=None,
+        help="give a live source up after N failed attempts in a row (default: never)",
+    )
+    src.add_argument(
+        "--retry-at-start",
+        action="store_true",
+        help="keep retrying a live source that cannot be opened at start",
+    )
+    mdl = run.add_argument_group("model")
+    mdl.add_argument(
+        "--model", default=None, help="model id, package dir or .onnx (default: shipped)"
+    )
+    mdl.add_argument("--class-names", default=None, help="comma-separated, for a bare .onnx")
+    mdl.add_argument("--input-size", default=None, metavar="WxH", help="for a bare dynamic .onnx")
+    mdl.add_argument("--confidence-mode", choices=CONFIDENCE_MODES, default=None)
+    mdl.add_argument("--custom-confidence", type=float, default=None)
+    mdl.add_argument("--workflow", default=None, metavar="FILE", help="Roboflow workflow JSON")
+    mdl.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="workflow parameter (value parsed as JSON when it can be)",
+    )
+    mdl.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    mdl.add_argument("--max-batch", type=int, default=4)
+    mdl.add_argument("--max-wait-ms", type=float, default=5.0)
+    mdl.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+    out = run.add_argument_group("outputs")
+    out.add_argument(
+        "--output-dir",
+        default=None,
+        help="where default outputs go (default: ./stream-pipeline-out/<time>)",
+    )
+    out.add_argument("--video-out", default=None, help="annotated H.264 mp4")
+    out.add_argument("--predictions-out", default=None, help="predictions, one JSON line per frame")
+    out.add_argument("--masks-out", default=None, help="folder for class-map/confidence PNGs")
+    out.add_argument("--raw", action="store_true", help="add the raw PNG form to each JSON line")
+    out.add_argument("--no-masks-in-json", action="store_true", help="leave out rle_mask")
+    out.add_argument("--opacity", type=float, default=None, help="overlay opacity (0-1)")
+    out.add_argument("--legend", action="store_true", help="draw a legend of present classes")
+    ctl = run.add_argument_group("control")
+    ctl.add_argument("--max-frames", type=int, default=None, help="stop each source after N frames")
+    ctl.add_argument("--duration", type=float, default=None, help="stop after S seconds")
+    ctl.add_argument("--json-status", action="store_true", help="status and summary as JSON lines")
+    ctl.add_argument("--quiet", action="store_true", help="no status line or summary")
+
+    models = sub.add_parser("models", help="manage the local model registry")
+    msub = models.add_subparsers(dest="models_command", parser_class=_Parser)
+    msub.add_parser("list", help="list registered models")
+    show = msub.add_parser("show", help="show a model's model.json and network")
+    show.add_argument("model")
+    imp = msub.add_parser("import", help="validate a package dir and copy it into the registry")
+    imp.add_argument("path")
+    imp.add_argument("--id", default=None, help="register under this project/version")
+    imp.add_argument("--replace", action="store_true")
+    return p
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    sys.stderr.write(f"stream-pipeline: error: {message}\n")
+    raise SystemExit(code)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
+    from stream_pipeline.consumers import JsonlSink, MaskAnnotator, MasksSink, VideoFileSink
+    from stream_pipeline.model import load_model
+    from stream_pipeline.pipeline import Pipeline, PipelineConfig
+    from stream_pipeline.sources import ReconnectPolicy, SourceSpec, parse_source_arg
+    from stream_pipeline.workflow import load_workflow
+
+    if args.workflow and (args.model or args.confidence_mode or args.custom_confidence is not None):
+        raise ConfigError("--workflow sets the model and thresholds: drop --model/--confidence-*")
+    if args.custom_confidence is not None and args.confidence_mode not in (None, "custom"):
+        raise ConfigError("--custom-confidence only applies with --confidence-mode custom")
+    if args.param and not args.workflow:
+        raise ConfigError("--param binds workflow inputs: it needs --workflow")
+    for name in (
+        "max_frames",
+        "duration",
+        "buffer_size",
+        "max_batch",
+        "open_timeout",
+        "read_timeout",
+    ):
+        _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.opacity is not None and not 0.0 <= args.opacity <= 1.0:
+        raise ConfigError(f"--opacity must be in [0, 1], got {args.opacity}")
+
+    mode = args.confidence_mode or ("custom" if args.custom_confidence is not None else "best")
+    model_ref = args.model or "default"
+    opacity = args.opacity if args.opacity is not None else 0.5
+    if args.workflow:
+        params = {}
+        for item in args.param:
+            name, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--param wants NAME=VALUE, got {item!r}")
+            try:
+                params[name] = json.loads(value)
+            except json.JSONDecodeError:
+                params[name] = value
+        bound = load_workflow(Path(args.workflow)).bind(params)
+        model_ref, mode, custom = bound.model_id, bound.confidence_mode, bound.custom_confidence
+        if args.opacity is None:
+            opacity = bound.opacity
+    else:
+        custom = args.custom_confidence
+    class_names = (
+        tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
+    )
+    input_size = None
+    if args.input_size:
+        w, sep, h = args.input_size.lower().partition("x")
+        if not (sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+            raise ConfigError(f"--input-size wants WxH, got {args.input_size!r}")
+        input_size = (int(w), int(h))
+
+    default_run = not args.source
+    raw_sources = args.source or [DEFAULT_SOURCE]
+    policy = DropPolicy(args.buffer_policy) if args.buffer_policy else None
+    reconnect = ReconnectPolicy(
+        max_attempts=args.max_reconnects, retry_first_open=args.retry_at_start
+    )
+    specs = []
+    for i, arg in enumerate(raw_sources):
+        sid, url = parse_source_arg(arg, i)
+        specs.append(
+            SourceSpec(
+                url=url,
+                id=sid,
+                buffer_policy=policy,
+                buffer_size=args.buffer_size,
+                realtime=args.realtime,
+                transport=args.transport,
+                open_timeout=args.open_timeout,
+                read_timeout=args.read_timeout,
+                max_frames=args.max_frames,
+                reconnect=reconnect,
+            )
+        )
+    config = PipelineConfig(
+        sources=tuple(specs),
+        model=model_ref,
+        confidence_mode=mode,
+        custom_confidence=custom,
+        device=args.device,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        duration=args.duration,
+        class_names=class_names,
+        input_size=input_size,
+    )
+    config.validate()
+
+    output_dir: Path | None = None
+    video_out, predictions_out, masks_out = args.video_out, args.predictions_out, args.masks_out
+    if args.output_dir or (default_run and not (video_out or predictions_out or masks_out)):
+        output_dir = Path(
+            args.output_dir or Path("stream-pipeline-out") / time.strftime("%Y%m%d-%H%M%S")
+        )
+        video_out = video_out or str(output_dir / "annotated.mp4")
+        predictions_out = predictions_out or str(output_dir / "predictions.jsonl")
+        try:
+            output_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
+    if not (video_out or predictions_out or masks_out):
+        raise ConfigError(
+            "no output: give --video-out, --predictions-out, --masks-out or --output-dir"
+        )
+
+    model = load_model(
+        model_ref,
+        device=args.device,
+        threads=args.threads,
+        class_names=class_names,
+        input_size=input_size,
+        registry=read_environment().models_dir,
+    )
+    sinks: list[Any] = []
+    many = len(specs) > 1
+    if video_out:
+        for spec in specs:
+            path = Path(video_out)
+            if many:
+                path = path.with_name(f"{path.stem}.{spec.id}{path.suffix or '.mp4'}")
+            annotator = MaskAnnotator.for_classes(
+                model.class_names,
+                model.package.colors,
+                model.package.background_id,
+                opacity=opacity,
+                legend=args.legend,
+            )
+            sinks.append(VideoFileSink(path, annotator, source_id=spec.id))
+    if predictions_out:
+        sinks.append(JsonlSink(predictions_out, with_masks=not args.no_masks_in_json, raw=args.raw))
+    if masks_out:
+        sinks.append(MasksSink(masks_out))
+    return Pipeline(config, sinks, model=model), sinks, output_dir
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from stream_pipeline.runner import run_pipeline, run_with_loop
+
+    pipeline, _, output_dir = _build_run(args)
+    if output_dir is not None and not args.quiet and not args.json_status:
+        sys.stderr.write(f"writing outputs to {output_dir}/\n")
+    status = run_with_loop(lambda: run_pipeline(pipeline, args.json_status, args.quiet))
+    assert isinstance(status, dict)
+    failed = [s for s in status["sources"] if s["state"] == "failed"]
+    return 1 if failed and len(failed) == len(status["sources"]) else 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from stream_pipeline.model.registry import import_package, list_packages, resolve_package
+    from stream_pipeline.model.session import OnnxSession
+
+    registry = read_environment().models_dir
+    if args.models_command == "list":
+        print(f"registry: {registry}")
+        for model_id, path in list_packages(registry):
+            print(f"{model_id}\t{path}")
+        return 0
+    if args.models_command == "show":
+        package = resolve_package(args.model, registry)
+        session = OnnxSession(package, device="cpu", threads=1)
+        meta = json.loads((package.onnx_path.parent / "model.json").read_text(encoding="utf-8"))
+        meta["_path"] = str(package.onnx_path.parent)
+        meta["_onnx"] = {
+            "input": session.input_name,
+            "output_channels": session.channels,
+            "static_batch": session.static_batch,
+        }
+        print(json.dumps(meta, indent=2))
+        return 0
+    if args.models_command == "import":
+        model_id, dest = import_package(Path(args.path), registry, args.id, args.replace)
+        print(f"imported {model_id} into {dest}")
+        return 0
+    _fail("models needs a command: list, show or import")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``stream-pipeline`` command."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        return _cmd_models(args)
+    except StreamPipelineError as exc:
+        _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,62 @@
+"""Human-readable status lines and the end-of-run summary (the data comes from
+:meth:`Pipeline.status`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["progress_line", "summary_text"]
+
+
+def _bar(fraction: float, width: int = 20) -> str:
+    filled = round(max(0.0, min(1.0, fraction)) * width)
+    return "#" * filled + "." * (width - filled)
+
+
+def progress_line(status: dict[str, Any]) -> str:
+    """One line: a progress bar for files of known length, per-source state for live ones."""
+    parts = []
+    lat = status["latency_ms"].get("total", {})
+    for s in status["sources"]:
+        total = s["total_frames"]
+        if total:
+            frac = s["results"] / total
+            parts.append(f"{s['id']} [{_bar(frac)}] {s['results']}/{total} {s['fps']:.1f} fps")
+        else:
+            text = f"{s['id']} {s['state']} {s['fps']:.1f} fps drops {s['dropped']}"
+            if s["reconnects"]:
+                text += f" reconnects {s['reconnects']}"
+            if s["state"] in ("reconnecting", "failed") and s["last_error"]:
+                text += f" ({s['last_error'][:80]})"
+            parts.append(text)
+    tail = f" | latency p50 {lat.get('p50', 0):.0f} ms" if lat else ""
+    return " | ".join(parts) + tail
+
+
+def summary_text(status: dict[str, Any]) -> str:
+    """The end-of-run summary: frames, fps, latency per stage, drops and errors per source."""
+    lines = [
+        f"{status['results']} frames in {status['elapsed']:.1f} s ({status['fps']:.1f} fps)",
+        "latency (ms)      p50      p99",
+    ]
+    for stage in ("queue", "preprocess", "infer", "postprocess", "total"):
+        if stage in status["latency_ms"]:
+            v = status["latency_ms"][stage]
+            lines.append(f"  {stage:<12} {v['p50']:8.1f} {v['p99']:8.1f}")
+    for s in status["sources"]:
+        line = (
+            f"source {s['id']} ({s['url']}): {s['state']}, {s['results']} frames, "
+            f"{s['dropped']} dropped, {s['reconnects']} reconnects"
+        )
+        if s["last_error"]:
+            line += f"; last error: {s['last_error']}"
+        lines.append(line)
+    for k in status["sinks"]:
+        line = f"sink {k['type']}" + (f" [{k['source_id']}]" if k["source_id"] else "")
+        line += f": {k['delivered']} written"
+        if k["dropped"]:
+            line += f", {k['dropped']} dropped"
+        if k["last_error"]:
+            line += f"; error: {k['last_error']}"
+        lines.append(line)
+    return "\n".join(lines)

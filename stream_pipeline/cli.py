@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--video-out", default=None, help="annotated H.264 mp4")
     out.add_argument("--predictions-out", default=None, help="predictions, one JSON line per frame")
     out.add_argument("--masks-out", default=None, help="folder for class-map/confidence PNGs")
+    out.add_argument(
+        "--rtsp-out",
+        default=None,
+        metavar="URL",
+        help="push the annotated stream to an RTSP server (reconnects)",
+    )
     out.add_argument("--raw", action="store_true", help="add the raw PNG form to each JSON line")
     out.add_argument("--no-masks-in-json", action="store_true", help="leave out rle_mask")
     out.add_argument("--opacity", type=float, default=None, help="overlay opacity (0-1)")
@@ -129,7 +135,13 @@ def _positive(name: str, value: float | None) -> None:
 
 
 def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
-    from stream_pipeline.consumers import JsonlSink, MaskAnnotator, MasksSink, VideoFileSink
+    from stream_pipeline.consumers import (
+        JsonlSink,
+        MaskAnnotator,
+        MasksSink,
+        RtspOutSink,
+        VideoFileSink,
+    )
     from stream_pipeline.model import load_model
     from stream_pipeline.pipeline import Pipeline, PipelineConfig
     from stream_pipeline.sources import ReconnectPolicy, SourceSpec, parse_source_arg
@@ -232,10 +244,13 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
-    if not (video_out or predictions_out or masks_out):
+    if not (video_out or predictions_out or masks_out or args.rtsp_out):
         raise ConfigError(
-            "no output: give --video-out, --predictions-out, --masks-out or --output-dir"
+            "no output: give --video-out, --predictions-out, --masks-out, --rtsp-out "
+            "or --output-dir"
         )
+    if args.rtsp_out and len(specs) > 1:
+        raise ConfigError("--rtsp-out publishes one source: run one pipeline per camera")
 
     model = load_model(
         model_ref,
@@ -260,6 +275,17 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
                 legend=args.legend,
             )
             sinks.append(VideoFileSink(path, annotator, source_id=spec.id))
+    if args.rtsp_out:
+        annotator = MaskAnnotator.for_classes(
+            model.class_names,
+            model.package.colors,
+            model.package.background_id,
+            opacity=opacity,
+            legend=args.legend,
+        )
+        sinks.append(
+            RtspOutSink(args.rtsp_out, annotator, source_id=specs[0].id, transport=args.transport)
+        )
     if predictions_out:
         sinks.append(JsonlSink(predictions_out, with_masks=not args.no_masks_in_json, raw=args.raw))
     if masks_out:

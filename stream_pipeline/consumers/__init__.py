@@ -2,6 +2,7 @@
 
 from stream_pipeline.consumers.base import Sink, SinkContext, SinkStats
 from stream_pipeline.consumers.files import CallbackSink, JsonlSink, MasksSink
+from stream_pipeline.consumers.rtsp_out import RtspOutSink
 from stream_pipeline.consumers.video import VideoFileSink
 from stream_pipeline.consumers.visualize import MaskAnnotator, build_palette
 
@@ -10,6 +11,7 @@ __all__ = [
     "JsonlSink",
     "MaskAnnotator",
     "MasksSink",
+    "RtspOutSink",
     "Sink",
     "SinkContext",
     "SinkStats",

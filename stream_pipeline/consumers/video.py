@@ -13,6 +13,8 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
+import numpy.typing as npt
 from av.container import OutputContainer
 from av.video.stream import VideoStream
 
@@ -22,7 +24,7 @@ from stream_pipeline.consumers.visualize import MaskAnnotator
 from stream_pipeline.errors import ConfigError, SinkError
 from stream_pipeline.frames import SegResult
 
-__all__ = ["VideoFileSink"]
+__all__ = ["VideoFileSink", "yuv_frame"]
 
 TIME_BASE = Fraction(1, 90000)  # MPEG's clock: exact for 24, 25, 30, 50, 60 and 30000/1001 fps
 DEFAULT_FPS = 30.0
@@ -40,6 +42,16 @@ _X264_PRESETS = (
     "veryslow",
     "placebo",
 )
+
+
+def yuv_frame(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> av.VideoFrame:
+    """An RGB image as a yuv420p frame of ``size`` (width, height): odd edges cropped, scaled if
+    the size changed since the stream started."""
+    # A view, not a copy: from_ndarray copies into the frame's planes anyway.
+    even = image[: image.shape[0] & ~1, : image.shape[1] & ~1]
+    return av.VideoFrame.from_ndarray(even, format="rgb24").reformat(
+        width=size[0], height=size[1], format="yuv420p"
+    )
 
 
 class VideoFileSink(Sink):
@@ -166,12 +178,7 @@ class VideoFileSink(Sink):
         if self._size is None:
             self._size = self._start(stream, image.shape[1], image.shape[0])
             self._origin = frame.meta.pts_seconds
-        width, height = self._size
-        # A view, not a copy: from_ndarray copies into the frame's planes anyway.
-        even = image[: image.shape[0] & ~1, : image.shape[1] & ~1]
-        video_frame = av.VideoFrame.from_ndarray(even, format="rgb24").reformat(
-            width=width, height=height, format="yuv420p"
-        )
+        video_frame = yuv_frame(image, self._size)
         pts = round((frame.meta.pts_seconds - self._origin) / TIME_BASE)
         if pts < self._last_pts - RESTART_TICKS:
             # The source's clock restarted: continue the timeline one nominal frame later instead

@@ -42,6 +42,8 @@ __all__ = ["Pipeline", "PipelineConfig"]
 
 log = logging.getLogger(__name__)
 
+JOIN_GRACE_SECONDS = 15.0  # how long a hard stop waits for each thread
+
 
 @dataclass(frozen=True, slots=True)
 class PipelineConfig:
@@ -383,8 +385,18 @@ class Pipeline:
 
     async def _join(self) -> None:
         for rec in self._threads:
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(rec.done)
+            try:
+                await asyncio.wait_for(asyncio.shield(rec.done), JOIN_GRACE_SECONDS)
+            except TimeoutError:
+                # A thread stuck in a blocking call (a stalled RTSP push): it is a daemon thread,
+                # so it cannot keep the process alive; say so rather than hang the shutdown.
+                log.error(
+                    "thread %s did not stop within %.0f s; abandoning it",
+                    rec.name,
+                    JOIN_GRACE_SECONDS,
+                )
+            except Exception:  # its error was recorded by the supervisor; cancellation propagates
+                pass
 
     def _ensure_started(self) -> asyncio.Task[None]:
         if not self._prepared or self._tg is None:

@@ -4,6 +4,10 @@ The sink is a preview: it takes the latest result only, so a slow or absent serv
 recording or predictions. It encodes H.264 for low latency (``zerolatency``, no B-frames, a
 keyframe every two seconds so viewers join quickly). When the server is down — at start or
 mid-stream — frames are dropped (counted) while it reconnects with backoff, like inputs do.
+
+Known limit: a server that stalls mid-push (alive, but reading nothing) blocks FFmpeg's write
+once the socket buffers fill; neither timeout option bounds it. The pipeline then abandons this
+sink's thread at shutdown after a grace period instead of hanging.
 """
 
 from __future__ import annotations
@@ -79,13 +83,9 @@ class RtspOutSink(Sink):
             self._fps = context.source_fps.get(self.source_id, self._fps)
 
     def _connect(self, width: int, height: int, pts_seconds: float) -> None:
-        container = av.open(
-            self.url,
-            "w",
-            format="rtsp",
-            options={"rtsp_transport": self.transport},
-            timeout=self.open_timeout,
-        )
+        # PyAV's `timeout=` only guards inputs; for the handshake FFmpeg's `timeout` (µs) does.
+        options = {"rtsp_transport": self.transport, "timeout": str(int(self.open_timeout * 1e6))}
+        container = av.open(self.url, "w", format="rtsp", options=options)
         try:
             rate = Fraction(self._fps).limit_denominator(1001)
             gop = max(1, round(self._fps * 2))

@@ -53,11 +53,12 @@ class AvSource(Source):
         options: dict[str, str] = {}
         if spec.scheme in ("rtsp", "rtsps"):
             options["rtsp_transport"] = spec.transport
-            # FFmpeg ≥ 5 ignores `stimeout`; `timeout` is the socket I/O timeout in µs.
+            # FFmpeg ≥ 5 ignores `stimeout` silently; `timeout` is the socket timeout in µs.
             options["timeout"] = str(int(spec.read_timeout * 1_000_000))
-        if spec.live and spec.scheme != "synthetic":
-            # No input buffering beyond what decoding needs.
-            options.update(fflags="nobuffer", flags="low_delay")
+            # The default probe reads ~2 s of video before the first frame and then delivers it
+            # as a burst: the pipeline would start 2 s behind live. The size comes from the SDP
+            # or the first frame. (`fflags=nobuffer` was measured to make it worse.)
+            options["probesize"] = "32"
         options.update(dict(spec.options))
         return options
 

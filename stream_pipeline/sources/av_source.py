@@ -149,7 +149,8 @@ class AvSource(Source):
                         if not spec.live:
                             raise
                         attempt += 1
-                        if not self._backoff(str(exc), attempt, stop):
+                        error = str(exc).removeprefix(f"source {spec.id}: ")
+                        if not self._backoff(error, attempt, stop):
                             return
                         continue
                 frames_before = self._next_id

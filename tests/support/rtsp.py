@@ -154,6 +154,7 @@ class RtspServer:
             str(self.key_int),
             "--pattern",
             self.pattern,
+            "--exit-on-stdin-eof",
         ]
         for path in self.paths:
             cmd += ["--path", path]
@@ -191,7 +192,7 @@ class RtspServer:
             self._stderr.clear()
         proc = subprocess.Popen(
             self._command(),
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # closed when this process dies: the server then exits
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -285,9 +286,10 @@ class RtspServer:
                 proc.wait(timeout=10.0)
         for reader in self._readers:
             reader.join(timeout=2.0)
-        for stream in (proc.stdout, proc.stderr):
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
-                stream.close()
+                with contextlib.suppress(OSError):
+                    stream.close()
 
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after ``timeout`` seconds. Idempotent."""

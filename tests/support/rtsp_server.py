@@ -20,12 +20,15 @@ Lines printed on stdout (flushed, one event each):
     RECORD-FRAMES <path> <n>          <n> access units received on <path> so far (every frame)
     RECORD-END <path> <n>             the pushed stream on <path> ended (client left)
 
-SIGTERM or SIGINT closes every client and exits with status 0.
+SIGTERM or SIGINT closes every client and exits with status 0; so does the end of stdin with
+``--exit-on-stdin-eof`` (the test helper passes it, so a killed test run leaves no server behind).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
 import sys
 import threading
@@ -48,13 +51,13 @@ _print_lock = threading.Lock()
 
 def emit(line: str) -> None:
     """Print one event line on stdout; GStreamer calls this from its streaming threads."""
-    with _print_lock:
+    with _print_lock, contextlib.suppress(OSError, ValueError):  # the reader may be gone
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
 
 
 def log(line: str) -> None:
-    with _print_lock:
+    with _print_lock, contextlib.suppress(OSError, ValueError):
         sys.stderr.write(f"rtsp_server: {line}\n")
         sys.stderr.flush()
 
@@ -98,6 +101,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         dest="record_paths",
         default=[],
         help="mount that accepts a pushed H.264 stream (repeatable)",
+    )
+    p.add_argument(
+        "--exit-on-stdin-eof",
+        action="store_true",
+        help="exit when stdin closes: a test runner that dies takes the server with it",
     )
     p.add_argument("--record-file", help="write what the (single) record path receives, .mkv")
     args = p.parse_args(argv)
@@ -245,17 +253,37 @@ def main(argv: list[str] | None = None) -> int:
 
     stopping = False
 
-    def on_signal(signum: int) -> bool:
+    def shut_down(why: str) -> None:
         nonlocal stopping
         if not stopping:
             stopping = True
-            log(f"signal {signum}: closing clients and exiting")
+            log(f"{why}: closing clients and exiting")
             server.client_filter(close_clients, None)
             GLib.timeout_add(200, loop.quit)  # let record media push EOS to the muxer
+
+    def on_signal(signum: int) -> bool:
+        shut_down(f"signal {signum}")
         return True  # GLib.SOURCE_CONTINUE: keep the handler
+
+    def on_stdin(fd: int, _condition: Any) -> bool:
+        try:
+            data = os.read(fd, 4096)
+        except OSError:
+            data = b""
+        if data:
+            return True
+        shut_down("stdin closed (the parent is gone)")
+        return False  # GLib.SOURCE_REMOVE
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         GLib.unix_signal_add(GLib.PRIORITY_HIGH, signum, on_signal, signum)
+    if args.exit_on_stdin_eof:
+        GLib.io_add_watch(
+            sys.stdin.fileno(),
+            GLib.PRIORITY_DEFAULT,
+            GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR,
+            on_stdin,
+        )
 
     emit(f"READY {server.get_bound_port()}")
     loop.run()

@@ -290,3 +290,79 @@ def test_models_commands(tmp_path: Path, tiny_package: Path) -> None:
     assert json.loads(res.stdout)["model_id"] == "street/2"
     res = run_cli("models", "import", str(tmp_path / "nowhere"), cwd=tmp_path, env=env)
     _assert_one_line_error(res, "not found")
+
+
+def test_import_of_invalid_package_is_one_line_and_leaves_nothing(
+    tmp_path: Path, tiny_package: Path
+) -> None:
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_package, bad)
+    (bad / "model.onnx").write_bytes(b"\x00not onnx")
+    env = {"STREAM_PIPELINE_MODELS": str(tmp_path / "reg")}
+    res = run_cli("models", "import", str(bad), cwd=tmp_path, env=env)
+    _assert_one_line_error(res, "not a valid ONNX model")
+    assert not any((tmp_path / "reg").rglob("model.*"))
+
+
+def test_workflow_run(tmp_path: Path, tiny_package: Path) -> None:
+    wf = {
+        "version": "1.0",
+        "inputs": [
+            {"type": "WorkflowImage", "name": "image"},
+            {"type": "WorkflowParameter", "name": "model", "default_value": str(tiny_package)},
+            {"type": "WorkflowParameter", "name": "conf", "default_value": 0.4},
+        ],
+        "steps": [
+            {
+                "type": "roboflow_core/roboflow_semantic_segmentation_model@v2",
+                "name": "seg",
+                "images": "$inputs.image",
+                "model_id": "$inputs.model",
+                "confidence_mode": "custom",
+                "custom_confidence": "$inputs.conf",
+            },
+            {
+                "type": "roboflow_core/mask_visualization@v1",
+                "name": "viz",
+                "image": "$inputs.image",
+                "predictions": "$steps.seg.predictions",
+                "opacity": 0.4,
+            },
+        ],
+        "outputs": [
+            {"type": "JsonField", "name": "predictions", "selector": "$steps.seg.predictions"}
+        ],
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(wf))
+    video = write_video(tmp_path / "in.mp4", frames=8)
+    res = run_cli(
+        "run",
+        "--workflow",
+        "wf.json",
+        "--param",
+        "conf=1.0",
+        "--source",
+        str(video),
+        "--predictions-out",
+        "p.jsonl",
+        cwd=tmp_path,
+    )
+    assert res.returncode == 0, res.stderr
+    # custom_confidence 1.0: nothing reaches the threshold, every pixel is background.
+    for line in (tmp_path / "p.jsonl").read_text().splitlines():
+        assert json.loads(line)["predictions"]["predictions"] == []
+    res = run_cli(
+        "run",
+        "--workflow",
+        "wf.json",
+        "--param",
+        "conf=7",
+        "--source",
+        str(video),
+        "--predictions-out",
+        "q.jsonl",
+        cwd=tmp_path,
+    )
+    _assert_one_line_error(res, "step 'seg': field 'custom_confidence' must be in [0, 1]")

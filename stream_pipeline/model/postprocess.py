@@ -13,6 +13,7 @@ threshold become background with confidence 0.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,8 @@ from stream_pipeline.model.package import ModelPackage
 __all__ = ["Head", "postprocess_fast", "postprocess_reference"]
 
 _ACTIVATIONS = {"softmax": 0, "sigmoid": 1, "none": 2}
+_LN2 = math.log(2.0)
+_LOG2E = 1.0 / _LN2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,20 @@ def postprocess_reference(
     return class_map.astype(head.class_dtype), conf.astype(np.float32)
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False, nogil=True)
+# exp(x) for x ≤ 0 as 2^n · 2^f: a degree-7 polynomial for 2^f on [0, 1) and a table for 2^n.
+# Plain arithmetic and a gather, so LLVM vectorises the softmax sum (a libm exp call would not
+# be); relative error < 1e-6, below what the uint8 confidence can show.
+_EXP2_POLY = np.array([_LN2**k / math.factorial(k) for k in range(8)], dtype=np.float32)
+_POW2 = np.array([2.0**n for n in range(-127, 1)], dtype=np.float32)  # 2^n at index n + 127
+
+
+# fastmath without nnan/ninf: the range guard below must survive NaN logits.
+@numba.njit(
+    parallel=True,
+    cache=True,
+    fastmath={"nsz", "arcp", "contract", "afn", "reassoc"},
+    nogil=True,
+)
 def _fused(
     logits: Any,
     y0: Any,
@@ -113,45 +129,63 @@ def _fused(
     activation: int,
     class_map: Any,
     conf: Any,
+    poly: Any,
+    pow2: Any,
 ) -> None:
-    channels = logits.shape[0]
-    height = class_map.shape[0]
-    width = class_map.shape[1]
+    channels, _, logit_width = logits.shape
+    height, width = class_map.shape
     for r in numba.prange(height):
-        vals = np.empty(channels, dtype=np.float32)
+        # Interpolate vertically once per output row, then horizontally per pixel.
+        row = np.empty((channels, logit_width), np.float32)
+        vals = np.empty((channels, width), np.float32)
+        vmax = np.full(width, -np.inf, np.float32)
+        best = np.zeros(width, np.int32)
         a0 = y0[r]
         a1 = y1[r]
         wy = fy[r]
-        for c in range(width):
-            b0 = x0[c]
-            b1 = x1[c]
-            wx = fx[c]
-            best = 0
-            vmax = np.float32(-np.inf)
+        for k in range(channels):
+            for j in range(logit_width):
+                row[k, j] = logits[k, a0, j] * (1 - wy) + logits[k, a1, j] * wy
+        for k in range(channels):
+            for c in range(width):
+                v = row[k, x0[c]] * (1 - fx[c]) + row[k, x1[c]] * fx[c]
+                vals[k, c] = v
+                if v > vmax[c]:  # strict: ties go to the first channel, as argmax does
+                    vmax[c] = v
+                    best[c] = k
+        prob = np.empty(width, np.float32)
+        if activation == 0:
+            total = np.zeros(width, np.float32)
             for k in range(channels):
-                top = logits[k, a0, b0] * (1 - wx) + logits[k, a0, b1] * wx
-                bottom = logits[k, a1, b0] * (1 - wx) + logits[k, a1, b1] * wx
-                v = top * (1 - wy) + bottom * wy
-                vals[k] = v
-                if v > vmax:
-                    vmax = v
-                    best = k
-            if activation == 0:
-                total = np.float32(0.0)
-                for k in range(channels):
-                    total += np.exp(vals[k] - vmax)
-                p = 1 / total
-            elif activation == 1:
-                p = 1 / (1 + np.exp(-vmax))
-            else:
-                p = vmax
-            cid = ids[best]
-            if p < thresholds[cid]:
+                for c in range(width):
+                    t = (vals[k, c] - vmax[c]) * np.float32(_LOG2E)
+                    # Keep the table index in range whatever the network returns (NaN included).
+                    if not t > -126.0:
+                        t = np.float32(-126.0)
+                    elif t > 0.0:
+                        t = np.float32(0.0)
+                    n = np.int32(np.floor(t))
+                    f = t - n
+                    p = poly[7]
+                    for d in range(6, -1, -1):
+                        p = p * f + poly[d]
+                    total[c] += p * pow2[n + 127]
+            for c in range(width):
+                prob[c] = 1 / total[c]
+        elif activation == 1:
+            for c in range(width):
+                prob[c] = 1 / (1 + np.exp(-vmax[c]))
+        else:
+            for c in range(width):
+                prob[c] = vmax[c]
+        for c in range(width):
+            cid = ids[best[c]]
+            if prob[c] < thresholds[cid]:
                 class_map[r, c] = background
                 conf[r, c] = 0
             else:
                 class_map[r, c] = cid
-                conf[r, c] = p
+                conf[r, c] = prob[c]
 
 
 def postprocess_fast(
@@ -176,5 +210,7 @@ def postprocess_fast(
         _ACTIVATIONS[head.activation],
         class_map,
         conf,
+        _EXP2_POLY,
+        _POW2,
     )
     return class_map, conf

@@ -138,3 +138,13 @@ def test_bilinear_matches_half_pixel_convention() -> None:
     _, conf = postprocess_reference(logits, geometry_for(8, 1, pkg.input), head)
     expected = np.clip((np.arange(8) + 0.5) / 4 - 0.5, 0, 1)
     np.testing.assert_allclose(conf[0], expected, atol=1e-7)
+
+
+def test_nan_logits_stay_in_bounds() -> None:
+    # A broken network must not make the kernel read outside its tables.
+    pkg = _package(NAMES)
+    head = Head.for_package(pkg, 4, class_thresholds(pkg, "custom", 0.0))
+    logits = np.full((4, 6, 8), np.nan, np.float32)
+    logits[1, :3] = 1.0
+    cls, conf = postprocess_fast(logits, geometry_for(32, 24, pkg.input), head)
+    assert cls.shape == (24, 32) and conf.shape == (24, 32)

@@ -20,6 +20,8 @@ from stream_pipeline.errors import (
 )
 from stream_pipeline.frames import Frame, FrameMeta, SegResult, StageTimings
 from stream_pipeline.model import SegmentationModel, load_model
+from stream_pipeline.pipeline import Pipeline, PipelineConfig
+from stream_pipeline.sources import ReconnectPolicy, SourceSpec
 from stream_pipeline.workflow import load_workflow
 
 __version__ = "0.1.0"
@@ -30,11 +32,15 @@ __all__ = [
     "FrameMeta",
     "ModelError",
     "ModelNotFoundError",
+    "Pipeline",
+    "PipelineConfig",
+    "ReconnectPolicy",
     "SegResult",
     "SegmentationModel",
     "SinkError",
     "SourceError",
     "SourceOpenError",
+    "SourceSpec",
     "StageTimings",
     "StreamPipelineError",
     "WorkflowError",

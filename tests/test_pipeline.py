@@ -165,3 +165,34 @@ async def test_graceful_stop_processes_what_was_decoded(tiny_model: Segmentation
         await asyncio.wait_for(run, 10)
     assert got == list(range(len(got))) and len(got) > 5
     assert p.status()["sources"][0]["state"] == "stopped"
+
+
+async def test_pipeline_from_workflow(tiny_package: Path) -> None:
+    from stream_pipeline import load_workflow
+
+    workflow = load_workflow(
+        {
+            "version": "1.0",
+            "inputs": [{"type": "WorkflowImage", "name": "image"}],
+            "steps": [
+                {
+                    "type": "roboflow_core/roboflow_semantic_segmentation_model@v1",
+                    "name": "seg",
+                    "images": "$inputs.image",
+                    "model_id": str(tiny_package),
+                }
+            ],
+            "outputs": [
+                {"type": "JsonField", "name": "predictions", "selector": "$steps.seg.predictions"}
+            ],
+        }
+    )
+    cfg = PipelineConfig.from_workflow(
+        workflow.bind(),
+        sources=(SourceSpec("synthetic://street?frames=5&width=64&height=48", id="w"),),
+        device="cpu",
+    )
+    assert cfg.confidence_mode == "default"  # a v1 step
+    async with Pipeline(cfg) as p:
+        got = [r async for r in p.results()]
+    assert len(got) == 5 and all(r.class_map.shape == (48, 64) for r in got)

@@ -198,7 +198,7 @@ class Pipeline:
                 )
         except BaseException:
             for s in opened:
-                s.close()
+                await asyncio.to_thread(s.close)
             for c in self._consumers:
                 await asyncio.to_thread(c.sink.close)
             raise
@@ -439,9 +439,9 @@ class Pipeline:
             self._hard_stop()
             if self._supervisor is not None:
                 await self._join()
-            else:
+            else:  # never started: close what prepare() opened, off the loop
                 for s in self.sources:
-                    s.close()
+                    await asyncio.to_thread(s.close)
                 for c in self._consumers:
                     await asyncio.to_thread(c.sink.close)
         finally:

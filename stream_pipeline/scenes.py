@@ -536,13 +536,13 @@ class StreetScene:
             x for x, on in ((self._xl + pw / 2, park_l), (self._xr - pw / 2, park_r)) if on
         ]
         self._oncoming = 0 if rng.random() < 0.25 else lanes // 2
-        self._zi = rng.uniform(16.0, 45.0) if rng.random() < 0.5 else None
+        self._zi = rng.uniform(14.0, 34.0) if rng.random() < 0.5 else None
         self._wc = rng.uniform(9.0, 15.0)
         crossings = []
         if self._zi is not None:
             crossings.append(self._zi - self._wc / 2 - 3.8)
         elif rng.random() < 0.35:
-            crossings.append(rng.uniform(8.0, 30.0))
+            crossings.append(rng.uniform(8.0, 25.0))
         self._crosswalks = crossings
 
     def _crossing(self, z: float, pad: float = 0.0) -> bool:
@@ -568,7 +568,7 @@ class StreetScene:
                     end = g0
             base = _FACADE_COLOURS[int(rng.integers(len(_FACADE_COLOURS)))]
             colour = (
-                _hsv(rng.random(), rng.uniform(0.15, 0.4), rng.uniform(0.7, 0.92))
+                _hsv(rng.uniform(-0.2, 0.45), rng.uniform(0.15, 0.4), rng.uniform(0.7, 0.92))
                 if rng.random() < 0.2
                 else _vary(rng, base, 0.2)
             )
@@ -604,7 +604,7 @@ class StreetScene:
 
     def _plan_movers(self, rng: np.random.Generator) -> list[_Mover]:
         movers = []
-        zmax = min(self._zfar * 0.9, 150.0)
+        zmax = min(self._zfar * 0.8, 90.0)
 
         def vehicle(kind: str, view: str, flip: bool = False) -> Callable[[int], _Sprite]:
             sub = int(rng.integers(1 << 62))
@@ -652,8 +652,8 @@ class StreetScene:
             away = speed > 0 or (speed == 0 and rng.random() < 0.5)
             make = person("back" if away else "front")
             phases = _WALK_PHASES if speed else 1
-            xz = (x, rng.uniform(1.0, 40.0))
-            movers.append(_Mover(make, phases, _PERSON, xz, 0.0, speed, (1.0, 40.0)))
+            xz = (x, rng.uniform(1.0, 30.0))
+            movers.append(_Mover(make, phases, _PERSON, xz, 0.0, speed, (1.0, 30.0)))
         for zc in self._crosswalks:
             for _ in range(int(rng.integers(0, 4))):
                 speed = rng.uniform(0.8, 1.6) * rng.choice([-1.0, 1.0])
@@ -679,7 +679,7 @@ class StreetScene:
         self._draw_facades(rng)
         self._draw_props(rng)
         # Haze by distance, towards the horizon's colour, then a vignette.
-        fog = 1.0 - np.exp(-np.minimum(self._depth, 1e4) / rng.uniform(150.0, 1500.0))
+        fog = 1.0 - np.exp(-np.minimum(self._depth, 1e4) / rng.uniform(500.0, 3000.0))
         fog = np.where(np.isfinite(self._depth), fog, 0.0).astype(np.float32)
         self._fog = self._horizon
         self._rgb += fog[..., None] * (self._horizon - self._rgb)
@@ -937,8 +937,12 @@ class StreetScene:
         ppm = self._f / z
         sx, yc = self._vx + self._f * x / z, self._yh + self._f * self._hc / z - cy * ppm
         yy, xx = np.ogrid[r0:r1, c0:c1]
-        d = ((xx - sx) / (rx * ppm)) ** 2 + ((yy - yc) / (ry * ppm)) ** 2
-        m = (d < 0.7 + 0.5 * self._tex[r0:r1, c0:c1]) & (self._depth[r0:r1, c0:c1] > z)
+        dx, dy = (xx - sx) / (rx * ppm), (yy - yc) / (ry * ppm)
+        # A lobed outline (phases from the position), a little ragged at the pixel scale.
+        a = np.arctan2(dy, dx)
+        edge = 0.9 + 0.07 * np.sin(5 * a + 3 * x + z) + 0.04 * np.sin(11 * a + 2 * z)
+        edge = edge + 0.08 * (self._tex[r0:r1, c0:c1] - 0.5)
+        m = (dx * dx + dy * dy < edge * edge) & (self._depth[r0:r1, c0:c1] > z)
         shade = self._leaf[r0:r1, c0:c1] * (
             1.15 - 0.45 * np.clip((yy - yc) / (ry * ppm) + 0.5, 0, 1)
         )

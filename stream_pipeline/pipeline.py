@@ -170,7 +170,9 @@ class Pipeline:
             )
         model = self.model
         # Validate thresholds against the package now, not on the first frame.
-        model.head(_probe_channels(model), cfg.confidence_mode, cfg.custom_confidence)
+        await asyncio.to_thread(
+            lambda: model.head(_probe_channels(model), cfg.confidence_mode, cfg.custom_confidence)
+        )
         self.sources = [make_source(spec) for spec in cfg.sources]
         opened: list[Source] = []
         try:

@@ -951,149 +951,66 @@ class StreetScene:
         self._depth[r0:r1, c0:c1][m] = z
 
     def _draw_props(self, rng: np.random.Generator) -> None:
-        ops: list[tuple[float, Callable[[], None]]] = []
-        zmax = self._zfar * 0.6
-        for sgn, curb, wall in (
-            (-1.0, self._xl, self._xl - self._swl),
-            (1.0, self._xr, self._xr + self._swr),
-        ):
+        """Street trees, hedges, lamp posts, signs, furniture: drawn far to near."""
+        ops: list[tuple[float, Callable[..., None], tuple[object, ...]]] = []
+
+        def rect(x: float, z: float, box: tuple[float, float, float, float], c: _RGB, label: int) -> None:
+            ops.append((z, self._rect, (x, z, *box, c, label)))
+
+        def blob(x: float, z: float, cy: float, rx: float, ry: float, c: _RGB) -> None:
+            ops.append((z, self._blob, (x, z, cy, rx, ry, c)))
+
+        def green() -> _RGB:
+            return _hsv(rng.uniform(0.19, 0.34), rng.uniform(0.45, 0.85), rng.uniform(0.3, 0.6))
+
+        furniture = ((60, 70, 60), (40, 40, 42), (120, 120, 118), (130, 90, 60), (170, 160, 60))
+        signs = ((200, 30, 30), (30, 70, 170), (230, 230, 230), (230, 190, 30), (30, 120, 60))
+        for sgn, curb, wall in ((-1.0, self._xl, self._xl - self._swl), (1.0, self._xr, self._xr + self._swr)):
             if rng.random() < 0.7:  # street trees
-                z = rng.uniform(2.0, 9.0)
-                step = rng.uniform(7.0, 16.0)
-                green = _hsv(
-                    rng.uniform(0.19, 0.34), rng.uniform(0.45, 0.85), rng.uniform(0.3, 0.6)
-                )
+                z, step, leaves = rng.uniform(2.0, 9.0), rng.uniform(7.0, 16.0), green()
                 bark = _vary(rng, (85, 65, 50), 0.3)
-                while z < zmax:
+                while z < min(self._zfar * 0.6, 90.0):
                     if not self._crossing(z, 2.0) and rng.random() < 0.85:
                         x = curb + sgn * rng.uniform(0.7, 1.3)
-                        th, r = rng.uniform(1.8, 3.2), rng.uniform(1.3, 3.0)
-                        tw = rng.uniform(0.22, 0.4)
-                        g = _vary(rng, green, 0.15)
-                        ops.append(
-                            (
-                                z,
-                                _bind(
-                                    self._rect,
-                                    x,
-                                    z,
-                                    -tw / 2,
-                                    tw / 2,
-                                    0.0,
-                                    th + r * 0.6,
-                                    bark,
-                                    _VEGETATION,
-                                ),
-                            )
-                        )
-                        ops.append(
-                            (
-                                z - 0.01,
-                                _bind(
-                                    self._blob, x, z - 0.01, th + r, r, r * rng.uniform(0.9, 1.3), g
-                                ),
-                            )
-                        )
+                        th, r, tw = rng.uniform(1.8, 3.2), rng.uniform(1.3, 3.0), rng.uniform(0.22, 0.4)
+                        rect(x, z, (-tw / 2, tw / 2, 0.0, th + r * 0.6), bark, _VEGETATION)
+                        blob(x, z - 0.01, th + r, r, r * rng.uniform(0.9, 1.3), _vary(rng, leaves, 0.15))
                     z += step * rng.uniform(0.8, 1.2)
-            if rng.random() < 0.3:  # hedge along the wall
-                g = _hsv(rng.uniform(0.2, 0.34), rng.uniform(0.5, 0.85), rng.uniform(0.3, 0.55))
+            if rng.random() < 0.3:  # a hedge along the wall
+                leaves, h = green(), rng.uniform(0.7, 1.5)
                 z = rng.uniform(2.0, 20.0)
                 end = z + rng.uniform(8.0, 40.0)
-                h = rng.uniform(0.7, 1.5)
-                while z < end:
-                    if not self._crossing(z, 1.0):
-                        ops.append(
-                            (z, _bind(self._blob, wall - sgn * 0.6, z, h * 0.6, 0.7, h * 0.65, g))
-                        )
-                    z += 0.9
+                for zh in np.arange(z, end, 0.9):
+                    if not self._crossing(float(zh), 1.0):
+                        blob(wall - sgn * 0.6, float(zh), h * 0.6, 0.7, h * 0.65, leaves)
             pole = _vary(rng, _POLE_COLOURS[int(rng.integers(len(_POLE_COLOURS)))], 0.2)
+            lamp = _vary(rng, (200, 200, 190), 0.1)
             z, step, ph = rng.uniform(3.0, 15.0), rng.uniform(14.0, 35.0), rng.uniform(5.0, 9.0)
-            while z < zmax:  # lamp posts
+            arm = (-1.6, 0.0) if sgn > 0 else (0.0, 1.6)
+            head = -1.6 if sgn > 0 else 1.2
+            while z < 60.0:  # lamp posts
                 if not self._crossing(z, 1.0):
                     x = curb + sgn * 0.4
-                    ops.append(
-                        (z, _bind(self._rect, x, z, -0.09, 0.09, 0.0, ph, pole, _BACKGROUND))
-                    )
-                    arm = (-1.6, 0.0) if sgn > 0 else (0.0, 1.6)
-                    ops.append(
-                        (
-                            z,
-                            _bind(
-                                self._rect, x, z, arm[0], arm[1], ph - 0.15, ph, pole, _BACKGROUND
-                            ),
-                        )
-                    )
-                    lamp = -1.6 if sgn > 0 else 1.2
-                    ops.append(
-                        (
-                            z - 0.01,
-                            _bind(
-                                self._rect,
-                                x,
-                                z - 0.01,
-                                lamp,
-                                lamp + 0.4,
-                                ph - 0.3,
-                                ph - 0.05,
-                                _vary(rng, (200, 200, 190), 0.1),
-                                _BACKGROUND,
-                            ),
-                        )
-                    )
+                    rect(x, z, (-0.09, 0.09, 0.0, ph), pole, _BACKGROUND)
+                    rect(x, z, (*arm, ph - 0.15, ph), pole, _BACKGROUND)
+                    rect(x, z - 0.01, (head, head + 0.4, ph - 0.3, ph - 0.05), lamp, _BACKGROUND)
                 z += step
             for _ in range(int(rng.integers(0, 4))):  # signs on posts
                 z, x = rng.uniform(4.0, 50.0), curb + sgn * 0.5
-                ops.append((z, _bind(self._rect, x, z, -0.04, 0.04, 0.0, 2.6, pole, _BACKGROUND)))
-                face = _vary(
-                    rng,
-                    ((200, 30, 30), (30, 70, 170), (230, 230, 230), (230, 190, 30), (30, 120, 60))[
-                        int(rng.integers(5))
-                    ],
-                    0.15,
-                )
-                ops.append(
-                    (
-                        z - 0.01,
-                        _bind(self._rect, x, z - 0.01, -0.35, 0.35, 2.0, 2.7, face, _BACKGROUND),
-                    )
-                )
+                face = _vary(rng, signs[int(rng.integers(len(signs)))], 0.15)
+                rect(x, z, (-0.04, 0.04, 0.0, 2.6), pole, _BACKGROUND)
+                rect(x, z - 0.01, (-0.35, 0.35, 2.0, 2.7), face, _BACKGROUND)
             for _ in range(int(rng.integers(0, 6))):  # bins, boxes, benches, bollards
-                z = rng.uniform(3.0, 50.0)
-                x = rng.uniform(min(curb, wall), max(curb, wall))
-                w, h = (
-                    (rng.uniform(0.4, 1.8), rng.uniform(0.5, 1.4))
-                    if rng.random() < 0.7
-                    else (0.18, 0.9)
-                )
-                c = _vary(
-                    rng,
-                    ((60, 70, 60), (40, 40, 42), (120, 120, 118), (130, 90, 60), (170, 160, 60))[
-                        int(rng.integers(5))
-                    ],
-                    0.2,
-                )
-                ops.append((z, _bind(self._rect, x, z, -w / 2, w / 2, 0.0, h, c, _BACKGROUND)))
+                z, x = rng.uniform(3.0, 50.0), rng.uniform(min(curb, wall), max(curb, wall))
+                w, h = (rng.uniform(0.4, 1.8), rng.uniform(0.5, 1.4)) if rng.random() < 0.7 else (0.18, 0.9)
+                c = _vary(rng, furniture[int(rng.integers(len(furniture)))], 0.2)
+                rect(x, z, (-w / 2, w / 2, 0.0, h), c, _BACKGROUND)
             if self._zi is not None:  # traffic lights at the corner
                 z, x = self._zi - self._wc / 2 - 1.0, curb + sgn * 0.5
-                ops.append((z, _bind(self._rect, x, z, -0.07, 0.07, 0.0, 3.6, pole, _BACKGROUND)))
-                ops.append(
-                    (
-                        z - 0.01,
-                        _bind(
-                            self._rect,
-                            x,
-                            z - 0.01,
-                            -0.17,
-                            0.17,
-                            2.7,
-                            3.6,
-                            np.asarray((30, 32, 30), np.float32),
-                            _BACKGROUND,
-                        ),
-                    )
-                )
-        for _, op in sorted(ops, key=lambda item: -item[0]):
-            op()
+                rect(x, z, (-0.07, 0.07, 0.0, 3.6), pole, _BACKGROUND)
+                rect(x, z - 0.01, (-0.17, 0.17, 2.7, 3.6), np.full(3, 31.0, np.float32), _BACKGROUND)
+        for _, fn, args in sorted(ops, key=lambda item: -item[0]):
+            fn(*args)
 
     # ------------------------------------------------------------------------------ frames
 
@@ -1184,10 +1101,6 @@ class StreetScene:
             d = dst[rim].astype(np.float32)
             dst[rim] = (d + w * (src[rim] - d)).astype(np.uint8)
         lab[r0:r1, c0:c1][vis & (a >= 128)] = mover.label
-
-
-def _bind(fn: Callable[..., None], *args: object) -> Callable[[], None]:
-    return lambda: fn(*args)
 
 
 _NOISE_CACHE: dict[tuple[int, int], _F32] = {}

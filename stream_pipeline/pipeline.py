@@ -252,6 +252,7 @@ class Pipeline:
             postprocess=t.postprocess,
             total=now - frame.meta.arrival_monotonic,
         )
+        self.latency.add(**{_SOURCE_LATENCY + sid: now - frame.meta.arrival_monotonic})
         counters = self._counters
         counters.results += 1
         counters.per_source[sid] += 1
@@ -455,6 +456,7 @@ class Pipeline:
         """A JSON-able snapshot: per-source state and counters, sinks, latency percentiles."""
         now = time.monotonic()
         elapsed = now - self.started_at if self.started_at else 0.0
+        pct = self.latency.percentiles(50, 99)
         sources = []
         for s in self.sources:
             ring = self._source_rings.get(s.spec.id)
@@ -475,9 +477,9 @@ class Pipeline:
                     "buffered": stats.depth if stats else 0,
                     "reconnects": st.reconnects,
                     "last_error": st.last_error,
+                    "latency_ms": _p50_p99(pct.get(_SOURCE_LATENCY + st.id)),
                 }
             )
-        pct = self.latency.percentiles(50, 99)
         return {
             "elapsed": round(elapsed, 3),
             "results": self._counters.results,
@@ -496,7 +498,7 @@ class Pipeline:
                 if not isinstance(c.sink, _IteratorSink)
             ],
             "latency_ms": {
-                k: {"p50": round(v[0], 2), "p99": round(v[1], 2)} for k, v in pct.items()
+                k: _p50_p99(v) for k, v in pct.items() if not k.startswith(_SOURCE_LATENCY)
             },
         }
 
@@ -514,6 +516,15 @@ class _IteratorSink(Sink):
 
     def close(self) -> None:
         """Nothing to close."""
+
+
+_SOURCE_LATENCY = "source:"  # per-source arrival-to-result latency, kept beside the stages
+
+
+def _p50_p99(values: list[float] | None) -> dict[str, float]:
+    if not values:
+        return {"p50": 0.0, "p99": 0.0}
+    return {"p50": round(values[0], 2), "p99": round(values[1], 2)}
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

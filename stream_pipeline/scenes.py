@@ -954,7 +954,9 @@ class StreetScene:
         """Street trees, hedges, lamp posts, signs, furniture: drawn far to near."""
         ops: list[tuple[float, Callable[..., None], tuple[object, ...]]] = []
 
-        def rect(x: float, z: float, box: tuple[float, float, float, float], c: _RGB, label: int) -> None:
+        def rect(
+            x: float, z: float, box: tuple[float, float, float, float], c: _RGB, label: int
+        ) -> None:
             ops.append((z, self._rect, (x, z, *box, c, label)))
 
         def blob(x: float, z: float, cy: float, rx: float, ry: float, c: _RGB) -> None:
@@ -965,16 +967,30 @@ class StreetScene:
 
         furniture = ((60, 70, 60), (40, 40, 42), (120, 120, 118), (130, 90, 60), (170, 160, 60))
         signs = ((200, 30, 30), (30, 70, 170), (230, 230, 230), (230, 190, 30), (30, 120, 60))
-        for sgn, curb, wall in ((-1.0, self._xl, self._xl - self._swl), (1.0, self._xr, self._xr + self._swr)):
+        for sgn, curb, wall in (
+            (-1.0, self._xl, self._xl - self._swl),
+            (1.0, self._xr, self._xr + self._swr),
+        ):
             if rng.random() < 0.7:  # street trees
                 z, step, leaves = rng.uniform(2.0, 9.0), rng.uniform(7.0, 16.0), green()
                 bark = _vary(rng, (85, 65, 50), 0.3)
                 while z < min(self._zfar * 0.6, 90.0):
                     if not self._crossing(z, 2.0) and rng.random() < 0.85:
                         x = curb + sgn * rng.uniform(0.7, 1.3)
-                        th, r, tw = rng.uniform(1.8, 3.2), rng.uniform(1.3, 3.0), rng.uniform(0.22, 0.4)
+                        th, r, tw = (
+                            rng.uniform(1.8, 3.2),
+                            rng.uniform(1.3, 3.0),
+                            rng.uniform(0.22, 0.4),
+                        )
                         rect(x, z, (-tw / 2, tw / 2, 0.0, th + r * 0.6), bark, _VEGETATION)
-                        blob(x, z - 0.01, th + r, r, r * rng.uniform(0.9, 1.3), _vary(rng, leaves, 0.15))
+                        blob(
+                            x,
+                            z - 0.01,
+                            th + r,
+                            r,
+                            r * rng.uniform(0.9, 1.3),
+                            _vary(rng, leaves, 0.15),
+                        )
                     z += step * rng.uniform(0.8, 1.2)
             if rng.random() < 0.3:  # a hedge along the wall
                 leaves, h = green(), rng.uniform(0.7, 1.5)
@@ -1002,13 +1018,19 @@ class StreetScene:
                 rect(x, z - 0.01, (-0.35, 0.35, 2.0, 2.7), face, _BACKGROUND)
             for _ in range(int(rng.integers(0, 6))):  # bins, boxes, benches, bollards
                 z, x = rng.uniform(3.0, 50.0), rng.uniform(min(curb, wall), max(curb, wall))
-                w, h = (rng.uniform(0.4, 1.8), rng.uniform(0.5, 1.4)) if rng.random() < 0.7 else (0.18, 0.9)
+                w, h = (
+                    (rng.uniform(0.4, 1.8), rng.uniform(0.5, 1.4))
+                    if rng.random() < 0.7
+                    else (0.18, 0.9)
+                )
                 c = _vary(rng, furniture[int(rng.integers(len(furniture)))], 0.2)
                 rect(x, z, (-w / 2, w / 2, 0.0, h), c, _BACKGROUND)
             if self._zi is not None:  # traffic lights at the corner
                 z, x = self._zi - self._wc / 2 - 1.0, curb + sgn * 0.5
                 rect(x, z, (-0.07, 0.07, 0.0, 3.6), pole, _BACKGROUND)
-                rect(x, z - 0.01, (-0.17, 0.17, 2.7, 3.6), np.full(3, 31.0, np.float32), _BACKGROUND)
+                rect(
+                    x, z - 0.01, (-0.17, 0.17, 2.7, 3.6), np.full(3, 31.0, np.float32), _BACKGROUND
+                )
         for _, fn, args in sorted(ops, key=lambda item: -item[0]):
             fn(*args)
 

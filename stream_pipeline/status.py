@@ -24,6 +24,8 @@ def progress_line(status: dict[str, Any]) -> str:
             parts.append(f"{s['id']} [{_bar(frac)}] {s['results']}/{total} {s['fps']:.1f} fps")
         else:
             text = f"{s['id']} {s['state']} {s['fps']:.1f} fps drops {s['dropped']}"
+            if s["latency_ms"]["p50"]:
+                text += f" lat {s['latency_ms']['p50']:.0f} ms"
             if s["reconnects"]:
                 text += f" reconnects {s['reconnects']}"
             if s["state"] in ("reconnecting", "failed") and s["last_error"]:

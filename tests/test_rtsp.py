@@ -263,11 +263,12 @@ def test_rtsp_output_is_read_back(
 ) -> None:
     received = tmp_path / "received.mkv"
     sink_server = rtsp_server_factory(paths=(), record_paths=("/push",), record_file=received)
-    # Paced like a camera: the preview sink takes the latest frame, and keeps up at 30 fps.
+    # Paced like a camera: the preview sink takes the latest frame; at 10 fps it keeps up even
+    # on a loaded CI machine.
     res = _cli(
         "run",
         "--source",
-        "synthetic://street?frames=60&fps=30&width=320&height=180&realtime=1",
+        "synthetic://street?frames=40&fps=10&width=320&height=180&realtime=1",
         "--model",
         str(tiny_package),
         "--rtsp-out",
@@ -276,7 +277,7 @@ def test_rtsp_output_is_read_back(
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
-    assert sink_server.wait_record_frames("/push", at_least=40, timeout=20) >= 40
+    assert sink_server.wait_record_frames("/push", at_least=30, timeout=20) >= 30
     sink_server.wait_record_end("/push", timeout=20)
     sink_server.stop()
     probe = subprocess.run(
@@ -289,7 +290,7 @@ def test_rtsp_output_is_read_back(
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["codec_name"] == "h264" and (stream["width"], stream["height"]) == (320, 180)
     # The server's own recording may lose its last frames at EOS; the counter above is exact.
-    assert int(stream["nb_read_frames"]) >= 25
+    assert int(stream["nb_read_frames"]) >= 20
 
 
 def test_rtsp_output_survives_server_absence(

@@ -53,13 +53,14 @@ _PPM = 64.0  # sprite pixels per metre at the finest mip level
 _WALK_PHASES = 8  # frames of a walk cycle
 _STRIDE_M = 1.3  # metres walked per walk cycle
 _OPEN, _HOUSE, _PARK = 0, 1, 2  # facade segment kinds
+_LIT_WINDOW = np.array((235, 205, 140), np.float32)
 
 
 def _hsv(h: float, s: float, v: float) -> _RGB:
     return np.asarray(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32) * 255.0
 
 
-def _vary(rng: np.random.Generator, colour: Sequence[float], amount: float) -> _RGB:
+def _vary(rng: np.random.Generator, colour: Sequence[float] | _RGB, amount: float) -> _RGB:
     """``colour`` with its brightness and each channel jittered by up to ``amount``."""
     c = np.asarray(colour, dtype=np.float32)
     gain = 1.0 + amount * (rng.random(3, dtype=np.float32) - 0.5)
@@ -140,7 +141,8 @@ class _Sprite:
 
 
 class _Painter:
-    """Draws an object into RGBA in metres: ``x`` right from its centre, ``y`` up from the ground."""
+    """Draws an object into RGBA in metres: ``x`` right from its centre, ``y`` up from the
+    ground."""
 
     def __init__(self, width_m: float, height_m: float) -> None:
         self.w = max(2, round(width_m * _PPM))
@@ -203,9 +205,9 @@ class _Painter:
 
     def vshade(self, lo: float, hi: float, y0: float, y1: float) -> _F32:
         """A vertical shading from ``lo`` at ``y0`` to ``hi`` at ``y1``."""
-        return (lo + (hi - lo) * np.clip((self.y - y0) / max(y1 - y0, 1e-6), 0, 1)).astype(
-            np.float32
-        )
+        ramp = np.clip((self.y - y0) / max(y1 - y0, 1e-6), 0, 1)
+        shade: _F32 = (lo + (hi - lo) * ramp).astype(np.float32)
+        return shade
 
     def sprite(self, flip: bool = False) -> _Sprite:
         rgb, alpha = self.rgb, self.alpha
@@ -229,7 +231,8 @@ _VEHICLE_KINDS = ("car", "car", "car", "suv", "suv", "van", "truck", "bus")
 
 
 def _vehicle(rng: np.random.Generator, kind: str, view: str, flip: bool = False) -> _Sprite:
-    """A vehicle sprite: ``view`` is ``rear``, ``front`` or ``side`` (facing +x, or -x if ``flip``)."""
+    """A vehicle sprite: ``view`` is ``rear``, ``front`` or ``side`` (facing +x, or -x if
+    ``flip``)."""
     w = {"car": 1.78, "suv": 1.92, "van": 2.0, "truck": 2.5, "bus": 2.55}[kind] + rng.uniform(
         -0.08, 0.05
     )
@@ -424,7 +427,7 @@ _FACADE_COLOURS = (
     (150, 150, 146), (120, 118, 112), (190, 170, 130), (170, 120, 90), (95, 100, 105),
     (230, 225, 215), (140, 105, 80),
 )  # fmt: skip
-_PAVEMENT_COLOURS = ((165, 165, 160), (185, 176, 160), (150, 118, 108), (130, 130, 128))
+_PAVEMENT_COLOURS = ((172, 172, 166), (190, 180, 162), (165, 128, 115), (150, 150, 146))
 _POLE_COLOURS = ((110, 112, 115), (45, 50, 48), (30, 55, 40), (150, 150, 150))
 
 
@@ -549,7 +552,8 @@ class StreetScene:
         return self._zi is not None and abs(z - self._zi) < self._wc / 2 + pad
 
     def _segments(self, rng: np.random.Generator) -> list[_Segment]:
-        """The facade plane of one side: buildings, parks and gaps from the camera to the skyline."""
+        """The facade plane of one side: buildings, parks and gaps from the camera to the
+        skyline."""
         out: list[_Segment] = []
         park_side = rng.random() < 0.08
         z = 0.0
@@ -742,7 +746,7 @@ class StreetScene:
             [
                 _vary(rng, (125, 115, 100), 0.3),
                 _vary(rng, _PAVEMENT_COLOURS[int(rng.integers(len(_PAVEMENT_COLOURS)))], 0.15),
-                _vary(rng, (rng.uniform(62, 112),) * 3, 0.12),
+                _vary(rng, (rng.uniform(55, 100),) * 3, 0.1),
                 np.full(3, 190.0, np.float32),
                 np.full(3, 228.0, np.float32),
                 np.asarray((222, 184, 52), np.float32),
@@ -851,7 +855,7 @@ class StreetScene:
         wall = np.stack([g.colour for g in segs])[idx]
         glass = np.stack([g.glass for g in segs])[idx]
         table = np.stack(
-            [wall, glass, np.broadcast_to(np.float32((235, 205, 140)), wall.shape), glass * 1.3,
+            [wall, glass, np.broadcast_to(_LIT_WINDOW, wall.shape), glass * 1.3,
              np.stack([g.awning for g in segs])[idx]],
             axis=1,
         )  # fmt: skip

@@ -48,6 +48,9 @@ class OnnxSession:
         options.inter_op_num_threads = 1
         options.log_severity_level = 3
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads spin by default, burning cores that decode, postprocess and
+        # encode threads need while they run beside inference in the pipeline.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self._session = ort.InferenceSession(
                 str(package.onnx_path), sess_options=options, providers=providers

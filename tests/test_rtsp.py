@@ -318,3 +318,15 @@ def test_rtsp_output_survives_server_absence(
     sink = next(s for s in summary["sinks"] if s["type"] == "rtsp-out")
     assert sink["delivered"] == 0 and sink["last_error"]
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 30
+
+
+async def test_udp_transport_on_request(
+    rtsp_server: RtspServer, tiny_model: SegmentationModel
+) -> None:
+    rec = Recorder()
+    cfg = PipelineConfig(
+        sources=(_spec(rtsp_server.url(), transport="udp", max_frames=10),), device="cpu"
+    )
+    async with Pipeline(cfg, [CallbackSink(rec)], model=tiny_model) as p:
+        await asyncio.wait_for(p.run(), 30)
+    assert rec.count() == 10

@@ -1,17 +1,18 @@
 """Train the shipped default model (``street-default/1``) on procedurally generated street scenes.
 
-CPU only, seeded, a quarter of an hour on two cores::
+CPU only, seeded, about a quarter of an hour on two cores::
 
     .venv/bin/python scripts/train_default_model.py
 
-What it does, in order: renders training frames (seeds ``--train-seeds``, random ``t``) and
-validation frames (seeds ``--val-seeds``) with :class:`stream_pipeline.scenes.StreetScene`; resizes
-each to the model input with Pillow's bilinear filter (as the runtime does); trains a small
-encoder-decoder (depthwise-separable, logits at 1/4 of the input); evaluates on the validation frames
-at frame size with the runtime's semantics (logits resized bilinearly with half-pixel centres,
-softmax, argmax, per-class thresholds); picks the F1-optimal thresholds; exports ONNX (opset 17,
-dynamic batch and spatial axes) and checks it against PyTorch with onnxruntime; times inference;
-writes ``model.onnx`` and ``model.json`` into ``--out``; reports mIoU on fresh seeds.
+In order: render training frames (seeds ``--train-seeds``, random ``t``) and validation frames
+(seeds ``--val-seeds``) with :class:`stream_pipeline.scenes.StreetScene`; resize each to the
+model input with Pillow's bilinear filter, as the runtime does; train a small encoder-decoder
+(depthwise-separable, logits at half the input size; the first epochs at half resolution, which is
+four times cheaper); evaluate on the validation frames at frame size with the runtime's semantics
+(logits resized bilinearly with half-pixel centres, softmax, argmax, thresholds); pick the
+F1-optimal confidence thresholds; export ONNX (opset 17, dynamic batch and spatial axes), check it
+against PyTorch with onnxruntime and time it; write ``model.onnx`` and ``model.json`` into
+``--out``; report the mIoU on fresh seeds.
 
 Needs the ``train`` extra (torch, onnx) besides the package's own dependencies.
 """
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import onnxruntime as ort
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -50,20 +52,18 @@ COLORS = {
     "vehicle": "#00008e",
     "person": "#dc143c",
 }
-GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # threshold candidates
+GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)  # candidate confidence thresholds
 NC = len(CLASS_NAMES)
-
+BACKGROUND = CLASS_NAMES.index("background")
+OHEM_LOSS = -float(np.log(0.7))  # pixels the net is less than 70 % sure of are "hard"
 
 # ------------------------------------------------------------------------------------ the network
 
 
-def cbr(
-    cin: int, cout: int, k: int = 3, stride: int = 1, dil: int = 1, groups: int = 1
-) -> nn.Module:
+def cbr(cin: int, cout: int, k: int = 3, stride: int = 1) -> nn.Module:
     """Conv → BatchNorm → ReLU."""
-    pad = dil * (k // 2)
     return nn.Sequential(
-        nn.Conv2d(cin, cout, k, stride, pad, dilation=dil, groups=groups, bias=False),
+        nn.Conv2d(cin, cout, k, stride, k // 2, bias=False),
         nn.BatchNorm2d(cout),
         nn.ReLU(inplace=True),
     )
@@ -71,7 +71,7 @@ def cbr(
 
 class Separable(nn.Module):
     """Depthwise 3×3 (linear: BatchNorm and ReLU come after the pointwise 1×1 only, which trains
-    markedly faster on a CPU), then pointwise 1×1; residual when the shape allows."""
+    much faster on a CPU), then pointwise 1×1; residual when the shape allows."""
 
     def __init__(self, cin: int, cout: int, stride: int = 1, dil: int = 1) -> None:
         super().__init__()
@@ -85,10 +85,10 @@ class Separable(nn.Module):
 
 
 class StreetNet(nn.Module):
-    """A small encoder-decoder: strides 2-4-8-16 with dilated context; the decoder climbs back to
-    stride 2 through skip connections, where the logits are."""
+    """A small encoder-decoder: strides 2-4-8-16 with dilated context and a global gate; the
+    decoder climbs back to stride 2 through skip connections, where the logits are."""
 
-    def __init__(self, classes: int = NC, widths: tuple[int, int, int, int] = (16, 32, 64, 128)):
+    def __init__(self, classes: int = NC, widths: tuple[int, int, int, int] = (16, 32, 96, 192)):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.s2 = cbr(3, c1, 3, 2)
@@ -126,71 +126,72 @@ class StreetNet(nn.Module):
 
 # ------------------------------------------------------------------------------------------ data
 
+U8 = npt.NDArray[np.uint8]
+
+
+def resize(img: U8, size: tuple[int, int], resample: Image.Resampling) -> U8:
+    return np.array(Image.fromarray(img).resize(size, resample))
+
 
 def render_set(
     seeds: range, frames_per_seed: int, size: tuple[int, int], rng: np.random.Generator
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]:
-    """(inputs N×h×w×3 resized, labels N×h×w at input size, labels N×360×640 at frame size)."""
+) -> tuple[U8, U8, U8]:
+    """(inputs N×h×w×3, labels N×h×w at input size, labels N×360×640 at frame size)."""
     n = len(seeds) * frames_per_seed
-    w, h = size
-    xs = np.empty((n, h, w, 3), np.uint8)
-    ys = np.empty((n, h, w), np.uint8)
+    xs = np.empty((n, size[1], size[0], 3), np.uint8)
+    ys = np.empty((n, size[1], size[0]), np.uint8)
     full = np.empty((n, FRAME_H, FRAME_W), np.uint8)
     i = 0
     for seed in seeds:
         scene = StreetScene(FRAME_W, FRAME_H, seed=seed)
         for _ in range(frames_per_seed):
-            rgb, lab = scene.render(float(rng.uniform(0.0, 600.0)))
-            xs[i] = np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-            ys[i] = np.asarray(Image.fromarray(lab).resize(size, Image.Resampling.NEAREST))
-            full[i] = lab
+            rgb, full[i] = scene.render(float(rng.uniform(0.0, 600.0)))
+            xs[i] = resize(rgb, size, Image.Resampling.BILINEAR)
+            ys[i] = resize(full[i], size, Image.Resampling.NEAREST)
             i += 1
     return xs, ys, full
 
 
-def to_tensor(x: npt.NDArray[np.uint8]) -> torch.Tensor:
-    """uint8 NHWC RGB → normalised float32 NCHW."""
+def to_tensor(x: U8) -> torch.Tensor:
+    """uint8 NHWC RGB → float32 NCHW, scaled by 255 and ImageNet-normalised."""
     t = torch.from_numpy(x).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
-    return (t - mean) / std
+    return (t - torch.tensor(MEAN).view(1, 3, 1, 1)) / torch.tensor(STD).view(1, 3, 1, 1)
 
 
 # ------------------------------------------------------------------------------------ evaluation
 
 
 def frame_probs(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runtime semantics: bilinear (half-pixel) resize to the frame, softmax; (confidence, argmax)."""
+    """The runtime's semantics: bilinear (half-pixel) resize of the logits to the frame, softmax;
+    returns (confidence, argmax)."""
     up = F.interpolate(logits, size=(FRAME_H, FRAME_W), mode="bilinear", align_corners=False)
     conf, cls = up.softmax(dim=1).max(dim=1)
     return conf, cls
 
 
 class Stats:
-    """Accumulates what thresholds and mIoU need: per class, a confidence histogram of the pixels
-    predicted as that class, split by whether the truth agrees; and the confusion matrix."""
+    """What thresholds and mIoU need, over a set of frames: per class, a histogram of the
+    confidence of the pixels predicted as that class, split by whether the truth agrees; and the
+    frames' predictions themselves."""
+
+    bins = 1000
 
     def __init__(self) -> None:
-        self.bins = 1000
         self.hit = np.zeros((NC, self.bins), np.int64)  # argmax == c and truth == c
         self.miss = np.zeros((NC, self.bins), np.int64)  # argmax == c and truth != c
         self.truth = np.zeros(NC, np.int64)
-        self.items: list[
-            tuple[npt.NDArray[np.float32], npt.NDArray[np.uint8], npt.NDArray[np.uint8]]
-        ] = []
+        self.frames: list[tuple[npt.NDArray[np.float32], U8, U8]] = []
 
-    def add(self, conf: torch.Tensor, cls: torch.Tensor, truth: npt.NDArray[np.uint8]) -> None:
-        c = conf.numpy().ravel()
-        k = cls.numpy().ravel().astype(np.int64)
-        g = truth.ravel()
-        b = np.minimum((c * self.bins).astype(np.int64), self.bins - 1)
-        ok = k == g
-        self.hit += np.bincount(k[ok] * self.bins + b[ok], minlength=NC * self.bins).reshape(NC, -1)
-        self.miss += np.bincount(k[~ok] * self.bins + b[~ok], minlength=NC * self.bins).reshape(
-            NC, -1
-        )
+    def add(self, conf: torch.Tensor, cls: torch.Tensor, truth: U8) -> None:
+        c, k = conf.numpy(), cls.numpy().astype(np.uint8)
+        b = np.minimum((c * self.bins).astype(np.int64), self.bins - 1).ravel()
+        kk, g = k.ravel().astype(np.int64), truth.ravel()
+        ok = kk == g
+        size = NC * self.bins
+        self.hit += np.bincount(kk[ok] * self.bins + b[ok], minlength=size).reshape(NC, -1)
+        self.miss += np.bincount(kk[~ok] * self.bins + b[~ok], minlength=size).reshape(NC, -1)
         self.truth += np.bincount(g, minlength=NC)
-        self.items.append((conf.numpy(), cls.numpy().astype(np.uint8), truth))
+        self.frames.append((c, k, truth))
 
     def f1(self, c: int, t: float) -> float:
         """F1 of (argmax == c and conf >= t) against (truth == c)."""
@@ -201,31 +202,32 @@ class Stats:
         return float(2 * tp / max(2 * tp + fp + fn, 1))
 
     def thresholds(self) -> tuple[float, dict[str, float]]:
+        """(the one threshold with the best macro F1, the F1-optimal threshold of each class)."""
         per_class = {
-            name: max(GRID, key=lambda t: self.f1(c, t)) for c, name in enumerate(CLASS_NAMES)
+            n: float(max(GRID, key=lambda t: self.f1(c, t))) for c, n in enumerate(CLASS_NAMES)
         }
-        glob = max(GRID, key=lambda t: sum(self.f1(c, t) for c in range(NC)) / NC)
-        return float(glob), {k: float(v) for k, v in per_class.items()}
+        macro = max(GRID, key=lambda t: sum(self.f1(c, t) for c in range(NC)))
+        return float(macro), per_class
 
-    def miou(self, thresholds: npt.NDArray[np.float32] | None = None) -> tuple[float, list[float]]:
-        """mIoU over the whole set (one confusion matrix); sub-threshold pixels become background."""
+    def iou(self, thresholds: npt.NDArray[np.float32] | None = None) -> npt.NDArray[np.float64]:
+        """IoU per class over all the frames (one confusion matrix); where ``thresholds`` are
+        given, pixels less confident than their class's threshold become background."""
         cm = np.zeros((NC, NC), np.int64)
-        bg = CLASS_NAMES.index("background")
-        for conf, cls, truth in self.items:
-            pred = (
-                cls if thresholds is None else np.where(conf >= thresholds[cls], cls, bg)
-            ).astype(np.int64)
-            cm += np.bincount(
-                truth.ravel().astype(np.int64) * NC + pred.ravel(), minlength=NC * NC
-            ).reshape(NC, NC)
+        for conf, cls, truth in self.frames:
+            pred = cls if thresholds is None else np.where(conf >= thresholds[cls], cls, BACKGROUND)
+            pairs = truth.astype(np.int64).ravel() * NC + pred.ravel()
+            cm += np.bincount(pairs, minlength=NC * NC).reshape(NC, NC)
         inter = np.diag(cm)
-        union = cm.sum(0) + cm.sum(1) - inter
-        ious = inter / np.maximum(union, 1)
-        return float(ious.mean()), [float(v) for v in ious]
+        iou: npt.NDArray[np.float64] = inter / np.maximum(cm.sum(0) + cm.sum(1) - inter, 1)
+        return iou
+
+
+def named(values: Any) -> dict[str, float]:
+    return {n: round(float(v), 4) for n, v in zip(CLASS_NAMES, values, strict=True)}
 
 
 @torch.no_grad()
-def evaluate(net: nn.Module, xs: npt.NDArray[np.uint8], full: npt.NDArray[np.uint8]) -> Stats:
+def evaluate(net: nn.Module, xs: U8, full: U8) -> Stats:
     net.eval()
     stats = Stats()
     for i in range(0, len(xs), 8):
@@ -238,6 +240,15 @@ def evaluate(net: nn.Module, xs: npt.NDArray[np.uint8], full: npt.NDArray[np.uin
 # -------------------------------------------------------------------------------------- training
 
 
+def ohem_loss(logits: torch.Tensor, y: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the hard pixels only (at least 1/16 of them): small objects and
+    boundaries, which decide the mIoU, get the gradient that easy sky and road would take."""
+    loss = F.cross_entropy(logits, y, weight=weights, reduction="none").flatten()
+    hard = loss[loss > OHEM_LOSS]
+    least = max(loss.numel() // 16, 1)
+    return hard.mean() if hard.numel() >= least else loss.topk(least).values.mean()
+
+
 def train(args: argparse.Namespace) -> None:
     t_start = time.perf_counter()
     torch.set_num_threads(args.threads)
@@ -246,79 +257,80 @@ def train(args: argparse.Namespace) -> None:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     size = (args.width, args.height)
-    train_seeds = range(args.train_seeds[0], args.train_seeds[1])
-    val_seeds = range(args.val_seeds[0], args.val_seeds[1])
 
-    t0 = time.perf_counter()
-    xs, ys, _ = render_set(train_seeds, args.frames_per_seed, size, rng)
-    vx, _, vfull = render_set(val_seeds, 2, size, rng)
+    xs, ys, _ = render_set(range(*args.train_seeds), args.frames_per_seed, size, rng)
+    vx, _, vfull = render_set(range(*args.val_seeds), 2, size, rng)
+    half = (size[0] // 2, size[1] // 2)
+    xs_half = np.stack([resize(x, half, Image.Resampling.BILINEAR) for x in xs])
+    ys_half = np.ascontiguousarray(ys[:, ::2, ::2])
+    elapsed = time.perf_counter() - t_start
     print(
-        f"data: {len(xs)} training frames, {len(vx)} validation frames in {time.perf_counter() - t0:.0f} s",
-        flush=True,
+        f"data: {len(xs)} training and {len(vx)} validation frames in {elapsed:.0f} s", flush=True
     )
 
     freq = np.bincount(ys.ravel(), minlength=NC) / ys.size
-    weights = torch.tensor(np.clip((np.median(freq) / freq) ** 0.5, 0.5, 4.0), dtype=torch.float32)
-    print(
-        "class frequency:", {n: round(float(f), 4) for n, f in zip(CLASS_NAMES, freq, strict=True)}
-    )
-    print(
-        "loss weights:", {n: round(float(w), 2) for n, w in zip(CLASS_NAMES, weights, strict=True)}
-    )
+    weights = torch.tensor(np.clip((np.median(freq) / freq) ** 0.25, 0.5, 4.0), dtype=torch.float32)
+    print("class frequency:", named(freq))
+    print("loss weights:", named(weights))
 
     net = StreetNet()
     params = sum(p.numel() for p in net.parameters())
     print(f"StreetNet: {params} parameters, input {args.width}x{args.height}", flush=True)
-    steps_per_epoch = len(xs) // args.batch
+    epochs = args.half_epochs + args.epochs
+    steps = len(xs) // args.batch
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch, pct_start=0.15
+        opt, max_lr=args.lr, total_steps=epochs * steps, pct_start=0.15
     )
     net = net.to(memory_format=torch.channels_last)
-    for epoch in range(args.epochs):
+    t_train = time.perf_counter()
+    for epoch in range(epochs):
+        data_x, data_y = (xs_half, ys_half) if epoch < args.half_epochs else (xs, ys)
         net.train()
         t0 = time.perf_counter()
         order = rng.permutation(len(xs))
         total = 0.0
-        for step in range(steps_per_epoch):
+        for step in range(steps):
             idx = np.sort(order[step * args.batch : (step + 1) * args.batch])
-            x = to_tensor(xs[idx])
-            y = torch.from_numpy(ys[idx]).long()
+            x = to_tensor(data_x[idx])
+            y = torch.from_numpy(data_y[idx]).long()
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
             x[flip] = x[flip].flip(-1)
             y[flip] = y[flip].flip(-1)
             logits = net(x.contiguous(memory_format=torch.channels_last))
             logits = F.interpolate(logits, size=y.shape[-2:], mode="bilinear", align_corners=False)
-            loss = F.cross_entropy(logits, y, weight=weights)
+            loss = ohem_loss(logits, y, weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
-            total += float(loss)
-        line = f"epoch {epoch + 1}/{args.epochs}: loss {total / steps_per_epoch:.4f} ({time.perf_counter() - t0:.0f} s)"
-        if (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs:
-            sub = slice(0, len(vx) if epoch + 1 == args.epochs else min(len(vx), 48))
-            miou, _ = evaluate(net, vx[sub], vfull[sub]).miou()
-            line += f", val mIoU {miou:.4f}"
+            total += loss.item()
+        res = f"{data_x.shape[2]}x{data_x.shape[1]}"
+        line = f"epoch {epoch + 1}/{epochs} at {res}: loss {total / steps:.4f} ({time.perf_counter() - t0:.0f} s)"
+        if epoch + 1 < epochs and epoch >= args.half_epochs:
+            n = min(len(vx), 48)
+            line += f", val mIoU {evaluate(net, vx[:n], vfull[:n]).iou().mean():.4f} ({n} frames)"
         print(line, flush=True)
-    train_wall = time.perf_counter() - t_start
+    train_wall = time.perf_counter() - t_train
 
     net = net.to(memory_format=torch.contiguous_format).eval()
     stats = evaluate(net, vx, vfull)
-    glob, per_class = stats.thresholds()
-    thr = np.array([per_class[n] for n in CLASS_NAMES], np.float32)
-    val_argmax, _ = stats.miou()
-    val_miou, val_ious = stats.miou(thr)
-    print(f"validation: mIoU {val_miou:.4f} with thresholds (argmax only {val_argmax:.4f})")
-    print("  IoU:", {n: round(v, 4) for n, v in zip(CLASS_NAMES, val_ious, strict=True)})
-    print(f"  thresholds: global {glob}, per class {per_class}")
+    macro, per_class = stats.thresholds()
+    thresholds = np.array([per_class[n] for n in CLASS_NAMES], np.float32)
+    val_ious = stats.iou(thresholds)
+    print(f"validation, {len(vx)} frames at {FRAME_W}x{FRAME_H}:")
+    print(
+        f"  mIoU {val_ious.mean():.4f} with the per-class thresholds, argmax only {stats.iou().mean():.4f}"
+    )
+    print("  IoU:", named(val_ious))
+    print(f"  thresholds: macro-F1 {macro}, per class {per_class}")
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     export_onnx(net, onnx_path, size)
     ms = check_and_time(net, onnx_path, size, args.threads)
-    fresh = fresh_miou(onnx_path, size, thr, args.fresh_seeds, args.threads)
+    fresh = fresh_ious(onnx_path, size, thresholds, range(*args.fresh_seeds), args.threads)
     meta: dict[str, Any] = {
         "model_id": "street-default/1",
         "task": "semantic-segmentation",
@@ -334,7 +346,7 @@ def train(args: argparse.Namespace) -> None:
         },
         "output": {"activation": "softmax"},
         "default_confidence": 0.5,
-        "recommended": {"confidence": glob, "per_class_confidence": per_class},
+        "recommended": {"confidence": macro, "per_class_confidence": per_class},
         "colors": COLORS,
         "training": {
             "script": "scripts/train_default_model.py",
@@ -342,28 +354,26 @@ def train(args: argparse.Namespace) -> None:
             "train_seeds": list(args.train_seeds),
             "val_seeds": list(args.val_seeds),
             "frames_per_seed": args.frames_per_seed,
-            "epochs": args.epochs,
+            "epochs": {"half_resolution": args.half_epochs, "full_resolution": args.epochs},
             "parameters": params,
-            "val_miou": round(val_miou, 4),
-            "val_iou": {n: round(v, 4) for n, v in zip(CLASS_NAMES, val_ious, strict=True)},
-            "fresh_miou": round(fresh, 4),
-            "fresh_seeds": [args.fresh_seeds[0], args.fresh_seeds[1]],
+            "val_miou": round(float(val_ious.mean()), 4),
+            "val_iou": named(val_ious),
+            "fresh_seeds": list(args.fresh_seeds),
+            "fresh_miou": round(float(fresh.mean()), 4),
             "cpu_ms_per_frame": round(ms, 2),
         },
     }
     (out / "model.json").write_text(json.dumps(meta, indent=2) + "\n")
-    size_kb = onnx_path.stat().st_size / 1024
-    print(
-        f"wrote {onnx_path} ({size_kb:.0f} KiB) and model.json; training {train_wall / 60:.1f} min, "
-        f"total {(time.perf_counter() - t_start) / 60:.1f} min"
-    )
+    kib = onnx_path.stat().st_size / 1024
+    total_min = (time.perf_counter() - t_start) / 60
+    print(f"wrote {onnx_path} ({kib:.0f} KiB) and model.json")
+    print(f"training {train_wall / 60:.1f} min, everything {total_min:.1f} min")
 
 
 def export_onnx(net: nn.Module, path: Path, size: tuple[int, int]) -> None:
-    dummy = torch.zeros(1, 3, size[1], size[0])
     torch.onnx.export(
         net,
-        (dummy,),
+        (torch.zeros(1, 3, size[1], size[0]),),
         str(path),
         input_names=["images"],
         output_names=["logits"],
@@ -376,9 +386,7 @@ def export_onnx(net: nn.Module, path: Path, size: tuple[int, int]) -> None:
     )
 
 
-def ort_session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
+def ort_session(path: Path, threads: int) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
@@ -387,15 +395,16 @@ def ort_session(path: Path, threads: int) -> Any:
 
 @torch.no_grad()
 def check_and_time(net: nn.Module, path: Path, size: tuple[int, int], threads: int) -> float:
-    """Check ONNX against PyTorch (two batch sizes, another spatial size); ms per frame."""
+    """Check the ONNX file against PyTorch (batches 1 and 3, another input size); time it."""
     sess = ort_session(path, threads)
     for n, (w, h) in ((1, size), (3, size), (2, (size[0] + 64, size[1] + 32))):
         x = torch.randn(n, 3, h, w)
         ref = net(x).numpy()
         got = sess.run(None, {"images": x.numpy()})[0]
         err = float(np.abs(ref - got).max())
-        print(f"onnx check batch {n} {w}x{h}: logits {got.shape}, max |diff| {err:.2e}")
-        assert err < 1e-3, err
+        print(f"onnx vs torch, batch {n} at {w}x{h}: logits {got.shape}, max |diff| {err:.1e}")
+        if err > 1e-3:
+            raise SystemExit(f"the exported model disagrees with PyTorch by {err}")
     x = np.random.default_rng(0).standard_normal((1, 3, size[1], size[0])).astype(np.float32)
     for _ in range(20):
         sess.run(None, {"images": x})
@@ -406,49 +415,53 @@ def check_and_time(net: nn.Module, path: Path, size: tuple[int, int], threads: i
         times.append(time.perf_counter() - t0)
     ms = float(np.median(times) * 1000)
     print(
-        f"onnxruntime CPU, {threads} threads, batch 1 at {size[0]}x{size[1]}: median {ms:.2f} ms/frame (min {min(times) * 1000:.2f})"
+        f"onnxruntime CPU, {threads} threads, batch 1 at {size[0]}x{size[1]}: "
+        f"{ms:.2f} ms/frame (median of 200; fastest {min(times) * 1000:.2f})"
     )
     return ms
 
 
-def fresh_miou(
-    path: Path, size: tuple[int, int], thr: npt.NDArray[np.float32], seeds: list[int], threads: int
-) -> float:
-    """mIoU of the exported model on scenes never seen (runtime semantics, onnxruntime)."""
+@torch.no_grad()
+def fresh_ious(
+    path: Path,
+    size: tuple[int, int],
+    thresholds: npt.NDArray[np.float32],
+    seeds: range,
+    threads: int,
+) -> npt.NDArray[np.float64]:
+    """IoU per class of the exported model on scenes from seeds never seen, one frame each."""
     sess = ort_session(path, threads)
     rng = np.random.default_rng(12345)
     stats = Stats()
-    for seed in range(seeds[0], seeds[1]):
-        rgb, lab = StreetScene(FRAME_W, FRAME_H, seed=seed).render(float(rng.uniform(0, 600)))
-        x = to_tensor(
-            np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))[None]
-        )
-        logits = torch.from_numpy(sess.run(None, {"images": x.numpy()})[0])
-        conf, cls = frame_probs(logits)
-        stats.add(conf[0], cls[0], lab)
-    miou, ious = stats.miou(thr)
-    print(
-        f"fresh seeds {seeds[0]}..{seeds[1] - 1}: mIoU {miou:.4f}",
-        {n: round(v, 4) for n, v in zip(CLASS_NAMES, ious, strict=True)},
-    )
-    return miou
+    for seed in seeds:
+        rgb, truth = StreetScene(FRAME_W, FRAME_H, seed=seed).render(float(rng.uniform(0, 600)))
+        x = to_tensor(resize(rgb, size, Image.Resampling.BILINEAR)[None]).numpy()
+        conf, cls = frame_probs(torch.from_numpy(sess.run(None, {"images": x})[0]))
+        stats.add(conf[0], cls[0], truth)
+    ious = stats.iou(thresholds)
+    print(f"fresh seeds {seeds.start}..{seeds.stop - 1}: mIoU {ious.mean():.4f}", named(ious))
+    return ious
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--out", default=str(ROOT / "stream_pipeline" / "model" / "default"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-seeds", type=int, nargs=2, default=[0, 700])
-    p.add_argument("--val-seeds", type=int, nargs=2, default=[500_000, 500_064])
-    p.add_argument("--fresh-seeds", type=int, nargs=2, default=[1_000_000, 1_000_032])
-    p.add_argument("--frames-per-seed", type=int, default=5)
+    p.add_argument("--train-seeds", type=int, nargs=2, default=[0, 600], metavar=("FIRST", "END"))
+    p.add_argument(
+        "--val-seeds", type=int, nargs=2, default=[500_000, 500_064], metavar=("FIRST", "END")
+    )
+    p.add_argument(
+        "--fresh-seeds", type=int, nargs=2, default=[1_000_000, 1_000_064], metavar=("FIRST", "END")
+    )
+    p.add_argument("--frames-per-seed", type=int, default=6)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=192)
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--half-epochs", type=int, default=2, help="epochs at half resolution first")
+    p.add_argument("--epochs", type=int, default=5, help="epochs at full resolution")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--val-every", type=int, default=1)
     train(p.parse_args())
 
 

@@ -262,27 +262,22 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
     )
     sinks: list[Any] = []
     many = len(specs) > 1
+    # One annotator serves every sink: it holds only its palette, and annotate() writes a new
+    # image each call, so sink threads can share it.
+    annotator = MaskAnnotator.for_classes(
+        model.class_names,
+        model.package.colors,
+        model.package.background_id,
+        opacity=opacity,
+        legend=args.legend,
+    )
     if video_out:
         for spec in specs:
             path = Path(video_out)
             if many:
                 path = path.with_name(f"{path.stem}.{spec.id}{path.suffix or '.mp4'}")
-            annotator = MaskAnnotator.for_classes(
-                model.class_names,
-                model.package.colors,
-                model.package.background_id,
-                opacity=opacity,
-                legend=args.legend,
-            )
             sinks.append(VideoFileSink(path, annotator, source_id=spec.id))
     if args.rtsp_out:
-        annotator = MaskAnnotator.for_classes(
-            model.class_names,
-            model.package.colors,
-            model.package.background_id,
-            opacity=opacity,
-            legend=args.legend,
-        )
         sinks.append(
             RtspOutSink(args.rtsp_out, annotator, source_id=specs[0].id, transport=args.transport)
         )

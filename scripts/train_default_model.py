@@ -1,6 +1,6 @@
 """Train the shipped default model (``street-default/1``) on procedurally generated street scenes.
 
-CPU only, seeded, about a quarter of an hour on two cores::
+CPU only, seeded, about half an hour on two cores::
 
     .venv/bin/python scripts/train_default_model.py
 
@@ -88,7 +88,7 @@ class StreetNet(nn.Module):
     """A small encoder-decoder: strides 2-4-8-16 with dilated context and a global gate; the
     decoder climbs back to stride 2 through skip connections, where the logits are."""
 
-    def __init__(self, classes: int = NC, widths: tuple[int, int, int, int] = (16, 32, 96, 192)):
+    def __init__(self, classes: int = NC, widths: tuple[int, int, int, int] = (16, 32, 128, 256)):
         super().__init__()
         c1, c2, c3, c4 = widths
         self.s2 = cbr(3, c1, 3, 2)
@@ -273,7 +273,7 @@ def train(args: argparse.Namespace) -> None:
     print("class frequency:", named(freq))
     print("loss weights:", named(weights))
 
-    net = StreetNet()
+    net = StreetNet(widths=tuple(args.widths))  # type: ignore[arg-type]
     params = sum(p.numel() for p in net.parameters())
     print(f"StreetNet: {params} parameters, input {args.width}x{args.height}", flush=True)
     epochs = args.half_epochs + args.epochs
@@ -355,6 +355,7 @@ def train(args: argparse.Namespace) -> None:
             "val_seeds": list(args.val_seeds),
             "frames_per_seed": args.frames_per_seed,
             "epochs": {"half_resolution": args.half_epochs, "full_resolution": args.epochs},
+            "widths": list(args.widths),
             "parameters": params,
             "val_miou": round(float(val_ious.mean()), 4),
             "val_iou": named(val_ious),
@@ -457,8 +458,11 @@ def main() -> None:
     p.add_argument("--frames-per-seed", type=int, default=6)
     p.add_argument("--width", type=int, default=320)
     p.add_argument("--height", type=int, default=192)
-    p.add_argument("--half-epochs", type=int, default=2, help="epochs at half resolution first")
-    p.add_argument("--epochs", type=int, default=5, help="epochs at full resolution")
+    p.add_argument(
+        "--widths", type=int, nargs=4, default=[16, 32, 128, 256], metavar=("S2", "S4", "S8", "S16")
+    )
+    p.add_argument("--half-epochs", type=int, default=3, help="epochs at half resolution first")
+    p.add_argument("--epochs", type=int, default=9, help="epochs at full resolution")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=4e-3)
     p.add_argument("--threads", type=int, default=2)

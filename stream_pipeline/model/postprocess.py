@@ -101,11 +101,11 @@ def postprocess_reference(
     return class_map.astype(head.class_dtype), conf.astype(np.float32)
 
 
-# exp(x) for x ≤ 0 as 2^n · 2^f: a degree-7 polynomial for 2^f on [0, 1) and a table for 2^n.
-# Plain arithmetic and a gather, so LLVM vectorises the softmax sum (a libm exp call would not
-# be); relative error < 1e-6, below what the uint8 confidence can show.
+# exp(x) for x ≤ 0 as 2^n · 2^f with n = x·log2(e) rounded and f in (-0.5, 0.5]: a degree-7
+# polynomial for 2^f, and 2^n built from its IEEE-754 exponent bits. Plain arithmetic, no libm call
+# and no table gather, so LLVM vectorises the softmax sum; relative error < 1e-7, below what the
+# uint8 confidence can show.
 _EXP2_POLY = np.array([_LN2**k / math.factorial(k) for k in range(8)], dtype=np.float32)
-_POW2 = np.array([2.0**n for n in range(-127, 1)], dtype=np.float32)  # 2^n at index n + 127
 
 
 # fastmath without nnan/ninf: the range guard below must survive NaN logits.
@@ -130,46 +130,55 @@ def _fused(
     class_map: Any,
     conf: Any,
     poly: Any,
-    pow2: Any,
 ) -> None:
-    channels, _, logit_width = logits.shape
+    channels, logit_height, _ = logits.shape
     height, width = class_map.shape
+    # Bilinear is separable: interpolate every logit row horizontally once (C×h×W, small), so
+    # the per-pixel work below reads contiguous rows instead of gathering columns per pixel.
+    hor = np.empty((logit_height, channels, width), np.float32)
+    for j in numba.prange(logit_height):
+        for k in range(channels):
+            for c in range(width):
+                hor[j, k, c] = logits[k, j, x0[c]] * (1 - fx[c]) + logits[k, j, x1[c]] * fx[c]
     for r in numba.prange(height):
-        # Interpolate vertically once per output row, then horizontally per pixel.
-        row = np.empty((channels, logit_width), np.float32)
         vals = np.empty((channels, width), np.float32)
         vmax = np.full(width, -np.inf, np.float32)
         best = np.zeros(width, np.int32)
-        a0 = y0[r]
-        a1 = y1[r]
         wy = fy[r]
         for k in range(channels):
-            for j in range(logit_width):
-                row[k, j] = logits[k, a0, j] * (1 - wy) + logits[k, a1, j] * wy
-        for k in range(channels):
+            # 1-D views: plain unit-stride loops that vectorise.
+            h0 = hor[y0[r], k]
+            h1 = hor[y1[r], k]
+            vk = vals[k]
             for c in range(width):
-                v = row[k, x0[c]] * (1 - fx[c]) + row[k, x1[c]] * fx[c]
-                vals[k, c] = v
-                if v > vmax[c]:  # strict: ties go to the first channel, as argmax does
-                    vmax[c] = v
-                    best[c] = k
+                vk[c] = h0[c] * (1 - wy) + h1[c] * wy
+            for c in range(width):
+                # strict: ties go to the first channel, as argmax does; NaN never wins
+                up = vk[c] > vmax[c]
+                vmax[c] = vk[c] if up else vmax[c]
+                best[c] = k if up else best[c]
         prob = np.empty(width, np.float32)
         if activation == 0:
             total = np.zeros(width, np.float32)
+            frac = np.empty(width, np.float32)
+            bits = np.empty(width, np.int32)
+            scale = bits.view(np.float32)  # 2^n, written through its bits
             for k in range(channels):
+                vk = vals[k]
                 for c in range(width):
-                    t = (vals[k, c] - vmax[c]) * np.float32(_LOG2E)
-                    # Keep the table index in range whatever the network returns (NaN included).
-                    if not t > -126.0:
-                        t = np.float32(-126.0)
-                    elif t > 0.0:
-                        t = np.float32(0.0)
-                    n = np.int32(np.floor(t))
+                    t = (vk[c] - vmax[c]) * np.float32(_LOG2E)
+                    # Keep the exponent in range whatever the network returns (NaN included).
+                    t = t if t > -126.0 else np.float32(-126.0)
+                    t = t if t < 0.0 else np.float32(0.0)
+                    n = np.int32(t - np.float32(0.5))  # t ≤ 0, truncation: f in (-0.5, 0.5]
                     f = t - n
                     p = poly[7]
                     for d in range(6, -1, -1):
                         p = p * f + poly[d]
-                    total[c] += p * pow2[n + 127]
+                    frac[c] = p
+                    bits[c] = (n + 127) << 23
+                for c in range(width):
+                    total[c] += frac[c] * scale[c]
             for c in range(width):
                 prob[c] = 1 / total[c]
         elif activation == 1:
@@ -188,6 +197,11 @@ def _fused(
                 conf[r, c] = prob[c]
 
 
+# The kernel's row-interpolated logits (logit rows × C × frame width, float32) stay under this;
+# bigger heads (many classes, fine logits, wide frames) are processed in bands of frame rows.
+_HOR_BYTES = 16 * 1024 * 1024
+
+
 def postprocess_fast(
     logits: npt.NDArray[np.floating[Any]], geo: Geometry, head: Head
 ) -> tuple[npt.NDArray[np.unsignedinteger[Any]], npt.NDArray[np.float32]]:
@@ -196,21 +210,29 @@ def postprocess_fast(
     lg = np.ascontiguousarray(logits, dtype=np.float32)
     class_map = np.empty((geo.frame_height, geo.frame_width), dtype=head.class_dtype)
     conf = np.empty((geo.frame_height, geo.frame_width), dtype=np.float32)
-    _fused(
-        lg,
-        y0,
-        y1,
-        fy,
-        x0,
-        x1,
-        fx,
-        head.channel_class_ids,
-        head.thresholds,
-        head.background_id,
-        _ACTIVATIONS[head.activation],
-        class_map,
-        conf,
-        _EXP2_POLY,
-        _POW2,
-    )
+    # Logit rows one band may use; the frame rows' logit indices never decrease.
+    band_rows = max(2, _HOR_BYTES // (4 * lg.shape[0] * geo.frame_width))
+    start = 0
+    while start < geo.frame_height:
+        first = int(y0[start])
+        stop = int(np.searchsorted(y1, first + band_rows - 1, side="right"))
+        stop = max(stop, start + 1)
+        last = int(y1[stop - 1])
+        _fused(
+            lg[:, first : last + 1],
+            y0[start:stop] - first,
+            y1[start:stop] - first,
+            fy[start:stop],
+            x0,
+            x1,
+            fx,
+            head.channel_class_ids,
+            head.thresholds,
+            head.background_id,
+            _ACTIVATIONS[head.activation],
+            class_map[start:stop],
+            conf[start:stop],
+            _EXP2_POLY,
+        )
+        start = stop
     return class_map, conf

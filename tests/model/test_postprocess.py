@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_pipeline.model import postprocess
 from stream_pipeline.model.geometry import geometry_for
 from stream_pipeline.model.package import InputSpec, ModelPackage, Recommended
 from stream_pipeline.model.postprocess import Head, postprocess_fast, postprocess_reference
@@ -148,3 +149,12 @@ def test_nan_logits_stay_in_bounds() -> None:
     logits[1, :3] = 1.0
     cls, conf = postprocess_fast(logits, geometry_for(32, 24, pkg.input), head)
     assert cls.shape == (24, 32) and conf.shape == (24, 32)
+
+
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_banded_kernel_matches_reference(resize: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Many classes × fine logits × a wide frame are processed in bands of frame rows, so the
+    # kernel's row buffer stays bounded; the bands must meet without a seam.
+    monkeypatch.setattr(postprocess, "_HOR_BYTES", 4 * 4 * 300 * 3)  # 3 logit rows per band
+    _compare(_package(NAMES, resize=resize), 4, "best", (300, 170), seed=11)
+    _compare(_package(NAMES, resize=resize), 4, "custom", (300, 31), seed=12, custom=0.4)

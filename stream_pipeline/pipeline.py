@@ -275,13 +275,11 @@ class Pipeline:
             except RingClosed:
                 pass
             except BaseException as exc:
-                consumer.sink.stats.last_error = str(exc)
+                consumer.sink.stats.set_error(str(exc))
                 raise
             finally:
                 consumer.ring.close()
                 consumer.sink.close()
-                stats = consumer.ring.statistics()
-                consumer.sink.stats.dropped = stats.dropped
 
         return loop
 
@@ -491,7 +489,7 @@ class Pipeline:
                     "source_id": c.sink.source_id,
                     "delivered": c.sink.stats.delivered,
                     "pending": c.ring.statistics().depth,
-                    "dropped": c.ring.statistics().dropped,
+                    "dropped": c.ring.statistics().dropped + c.sink.stats.dropped,
                     "last_error": c.sink.stats.last_error,
                 }
                 for c in self._consumers

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from stream_pipeline.consumers.base import Sink, SinkContext
+from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext
 from stream_pipeline.errors import SinkError
 from stream_pipeline.frames import SegResult
 from stream_pipeline.model.serialize import confidence_u8, prediction_dict, raw_dict
@@ -86,7 +86,7 @@ class JsonlSink(Sink):
     """
 
     name = "jsonl"
-    lossless = True
+    delivery = Delivery.LOSSLESS
 
     def __init__(
         self,
@@ -137,10 +137,10 @@ class JsonlSink(Sink):
                 written += os.write(self._fd, memoryview(line)[written:])
         except OSError as exc:
             self._cut_partial_line()
-            self.stats.last_error = one_line(exc)
+            self.stats.set_error(one_line(exc))
             raise SinkError(f"writing JSONL file {self.path} failed: {one_line(exc)}") from None
         self._size += len(line)
-        self.stats.delivered += 1
+        self.stats.count_delivered()
 
     def _cut_partial_line(self) -> None:
         assert self._fd is not None
@@ -160,7 +160,7 @@ class JsonlSink(Sink):
         except OSError as exc:
             # EINVAL: the path is a pipe or device (e.g. /dev/stdout) that has nothing to sync.
             if exc.errno != errno.EINVAL:
-                self.stats.last_error = one_line(exc)
+                self.stats.set_error(one_line(exc))
                 raise SinkError(f"syncing JSONL file {self.path} failed: {one_line(exc)}") from None
         finally:
             os.close(fd)
@@ -175,7 +175,7 @@ class MasksSink(Sink):
     """
 
     name = "masks"
-    lossless = True
+    delivery = Delivery.LOSSLESS
 
     def __init__(self, directory: str | os.PathLike[str], source_id: str | None = None) -> None:
         super().__init__(source_id)
@@ -208,7 +208,7 @@ class MasksSink(Sink):
         ids = class_map if class_map.dtype == np.uint8 else class_map.astype(np.uint16)
         self._save(ids, Path(f"{stem}_class.png"))
         self._save(confidence_u8(result.confidence), Path(f"{stem}_conf.png"))
-        self.stats.delivered += 1
+        self.stats.count_delivered()
 
     def _save(self, image: npt.NDArray[np.integer[Any]], path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")
@@ -217,7 +217,7 @@ class MasksSink(Sink):
             os.replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            self.stats.last_error = one_line(exc)
+            self.stats.set_error(one_line(exc))
             raise SinkError(f"writing mask {path} failed: {one_line(exc)}") from None
 
     def close(self) -> None:
@@ -228,8 +228,10 @@ class MasksSink(Sink):
 class CallbackSink(Sink):
     """Calls ``fn(result)`` for each result, in order, from the sink's thread.
 
-    ``lossless=False`` makes it a preview-style sink that gets only the latest result. An
-    exception from ``fn`` propagates unchanged (it is the caller's code, not an output failure).
+    ``delivery`` is ``lossless`` by default; ``lossless=False`` is shorthand for ``latest`` (a
+    preview-style sink that gets only the newest result). An exception from ``fn`` propagates
+    unchanged (it is the caller's code, not an output failure); with ``failure="best_effort"`` it
+    stops only this sink.
     """
 
     name = "callback"
@@ -239,10 +241,15 @@ class CallbackSink(Sink):
         fn: Callable[[SegResult], None],
         lossless: bool = True,
         source_id: str | None = None,
+        delivery: Delivery | str | None = None,
+        failure: Failure | str = Failure.CRITICAL,
     ) -> None:
         super().__init__(source_id)
         self.fn = fn
-        self.lossless = lossless
+        if delivery is None:
+            delivery = Delivery.LOSSLESS if lossless else Delivery.LATEST
+        self.delivery = Delivery.parse(delivery)
+        self.failure = Failure(failure)
 
     def open(self, context: SinkContext) -> None:
         """Nothing to prepare."""
@@ -250,7 +257,7 @@ class CallbackSink(Sink):
     def write(self, result: SegResult) -> None:
         """Hand ``result`` to the callable."""
         self.fn(result)
-        self.stats.delivered += 1
+        self.stats.count_delivered()
 
     def close(self) -> None:
         """Nothing to release."""

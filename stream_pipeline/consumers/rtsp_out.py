@@ -21,14 +21,14 @@ from typing import Any
 
 import av
 
-from stream_pipeline.consumers.base import Sink, SinkContext
+from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext
 from stream_pipeline.consumers.files import one_line
 from stream_pipeline.consumers.video import TIME_BASE, yuv_frame
 from stream_pipeline.consumers.visualize import MaskAnnotator
 from stream_pipeline.errors import ConfigError
 from stream_pipeline.frames import SegResult
 from stream_pipeline.redact import redact_text, redact_url
-from stream_pipeline.sources.base import ReconnectPolicy
+from stream_pipeline.retry import ReconnectPolicy
 
 __all__ = ["RtspOutSink"]
 
@@ -39,7 +39,8 @@ class RtspOutSink(Sink):
     """Publishes one source's annotated frames to ``rtsp://host[:port]/path`` (ANNOUNCE/RECORD)."""
 
     name = "rtsp-out"
-    lossless = False
+    delivery = Delivery.LATEST
+    failure = Failure.BEST_EFFORT
 
     def __init__(
         self,
@@ -65,8 +66,6 @@ class RtspOutSink(Sink):
         self.reconnect = reconnect or ReconnectPolicy(initial_delay=1.0, max_delay=15.0)
         self.preset = preset
         self.threads = threads
-        self.state = "idle"
-        self.reconnects = 0
         self._fps = 30.0
         self._container: Any = None
         self._stream: Any = None
@@ -107,18 +106,18 @@ class RtspOutSink(Sink):
         self._size = (width & ~1, height & ~1)
         self._origin = pts_seconds
         self._last_pts = -1
-        self.state = "streaming"
+        self.stats.set_state("streaming")
         self._attempt = 0
 
     def _fail(self, exc: BaseException) -> None:
         self._disconnect()
         self._attempt += 1
-        self.reconnects += 1
+        self.stats.count_reconnect()
         delay = self.reconnect.delay(self._attempt, self._rng)
         self._retry_at = time.monotonic() + delay
-        self.state = "reconnecting"
+        self.stats.set_state("reconnecting")
         message = redact_text(one_line(exc), self.url)
-        self.stats.last_error = message
+        self.stats.set_error(message)
         log.warning("RTSP output %s: %s; retrying in %.1f s", self.display_url, message, delay)
 
     def write(self, result: SegResult) -> None:
@@ -128,12 +127,12 @@ class RtspOutSink(Sink):
             return
         if self._container is None:
             if time.monotonic() < self._retry_at:
-                self.stats.dropped += 1
+                self.stats.count_dropped()
                 return
             try:
                 self._connect(frame.meta.width, frame.meta.height, frame.meta.pts_seconds)
             except (av.FFmpegError, OSError) as exc:
-                self.stats.dropped += 1
+                self.stats.count_dropped()
                 self._fail(exc)
                 return
         assert self._size is not None
@@ -146,11 +145,11 @@ class RtspOutSink(Sink):
         try:
             self._container.mux(self._stream.encode(video_frame))
         except (av.FFmpegError, OSError) as exc:
-            self.stats.dropped += 1
+            self.stats.count_dropped()
             self._fail(exc)
             return
         self._last_pts = pts
-        self.stats.delivered += 1
+        self.stats.count_delivered()
 
     def _disconnect(self) -> None:
         container, stream = self._container, self._stream
@@ -166,4 +165,4 @@ class RtspOutSink(Sink):
     def close(self) -> None:
         """Flush and end the RTSP session (idempotent)."""
         self._disconnect()
-        self.state = "stopped"
+        self.stats.set_state("stopped")

@@ -18,7 +18,7 @@ import numpy.typing as npt
 from av.container import OutputContainer
 from av.video.stream import VideoStream
 
-from stream_pipeline.consumers.base import Sink, SinkContext
+from stream_pipeline.consumers.base import Delivery, Sink, SinkContext
 from stream_pipeline.consumers.files import one_line, prepare_output_file
 from stream_pipeline.consumers.visualize import MaskAnnotator
 from stream_pipeline.errors import ConfigError, SinkError
@@ -71,7 +71,7 @@ class VideoFileSink(Sink):
     """
 
     name = "video"
-    lossless = True
+    delivery = Delivery.LOSSLESS
 
     def __init__(
         self,
@@ -192,13 +192,13 @@ class VideoFileSink(Sink):
             container.mux(stream.encode(video_frame))
         except (av.FFmpegError, OSError, ValueError) as exc:
             self._failed = True
-            self.stats.last_error = f"encode: {one_line(exc)}"
+            self.stats.set_error(f"encode: {one_line(exc)}")
             raise SinkError(
                 f"encoding into video file {self.path} failed: {one_line(exc)}"
             ) from None
         self._last_pts = pts
         self._frames += 1
-        self.stats.delivered += 1
+        self.stats.count_delivered()
 
     def _start(self, stream: VideoStream, width: int, height: int) -> tuple[int, int]:
         even_w, even_h = width & ~1, height & ~1
@@ -234,5 +234,5 @@ class VideoFileSink(Sink):
         if not self._frames:
             self.path.unlink(missing_ok=True)
         if errors:
-            self.stats.last_error = "; ".join(errors)
+            self.stats.set_error("; ".join(errors))
             raise SinkError(f"closing video file {self.path} failed: {self.stats.last_error}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import re
 import threading
 from abc import ABC, abstractmethod
@@ -15,6 +14,7 @@ from stream_pipeline.buffer import DropPolicy, RingBuffer
 from stream_pipeline.errors import ConfigError
 from stream_pipeline.frames import Frame
 from stream_pipeline.redact import redact_url
+from stream_pipeline.retry import ReconnectPolicy
 
 __all__ = [
     "LIVE_SCHEMES",
@@ -39,29 +39,6 @@ class SourceState(StrEnum):
     FAILED = "failed"
     STOPPED = "stopped"
     FINISHED = "finished"
-
-
-@dataclass(frozen=True, slots=True)
-class ReconnectPolicy:
-    """Exponential backoff with full jitter, bounded by ``max_delay``.
-
-    ``max_attempts`` consecutive failed attempts (``None``: forever) turn the source ``failed``.
-    ``retry_first_open``: keep retrying a live source whose very first open fails (a camera not up
-    yet) instead of reporting the error as fatal.
-    """
-
-    initial_delay: float = 0.5
-    max_delay: float = 30.0
-    multiplier: float = 2.0
-    jitter: float = 0.5
-    max_attempts: int | None = None
-    retry_first_open: bool = False
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait before attempt number ``attempt`` (1-based)."""
-        base = min(self.max_delay, self.initial_delay * self.multiplier ** max(0, attempt - 1))
-        spread = base * self.jitter
-        return max(0.0, base - spread + (rng or random).random() * 2 * spread)
 
 
 @dataclass(frozen=True, slots=True)

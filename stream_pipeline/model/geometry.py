@@ -1,8 +1,12 @@
 """How frame pixels map to the network input and to its logits (stretch and letterbox).
 
-Every resize in this package uses half-pixel centres (``align_corners=False``, as PyTorch,
-OpenCV and ONNX ``half_pixel`` do). For letterbox the frame is scaled to fit, centred, and the
-padding is removed again by mapping each frame pixel into the content box of the logits.
+This is Roboflow's geometry (inference-models), so that results agree per pixel:
+
+- letterbox content size is ``int(w × scale)``, its offset ``int((W − new_w) / 2)``;
+- at the output the letterbox pads are rounded (Python ``round``) into logit cells and cropped;
+- the remaining logit window is resized to the frame as torchvision's
+  ``resize(..., BILINEAR, antialias=True)`` does: half-pixel centres, plain bilinear when
+  upsampling, a triangle filter widened by the scale when downsampling.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy.typing as npt
 
 from stream_pipeline.model.package import InputSpec
 
-__all__ = ["Geometry", "geometry_for", "sample_coords"]
+__all__ = ["Geometry", "axis_taps", "geometry_for", "logit_taps", "logit_window"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,34 +42,70 @@ def geometry_for(frame_width: int, frame_height: int, spec: InputSpec) -> Geomet
             frame_width, frame_height, spec.width, spec.height, 0, 0, spec.width, spec.height
         )
     scale = min(spec.width / frame_width, spec.height / frame_height)
-    cw = max(1, min(spec.width, round(frame_width * scale)))
-    ch = max(1, min(spec.height, round(frame_height * scale)))
+    # int(), not round(): Roboflow truncates, and a 1-px offset shifts every logit cell.
+    cw = max(1, int(frame_width * scale))
+    ch = max(1, int(frame_height * scale))
     return Geometry(
         frame_width,
         frame_height,
         spec.width,
         spec.height,
-        (spec.width - cw) // 2,
-        (spec.height - ch) // 2,
+        int((spec.width - cw) / 2),
+        int((spec.height - ch) / 2),
         cw,
         ch,
     )
 
 
-def sample_coords(
-    out_len: int, logit_len: int, input_len: int, offset: int, content_len: int
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float32]]:
-    """For each of ``out_len`` frame pixels along one axis: the two logit indices and the weight.
+def logit_window(logit_len: int, input_len: int, offset: int, content_len: int) -> tuple[int, int]:
+    """``(first cell, cell count)`` of the logits that hold the content along one axis.
 
-    Frame pixel ``x`` has its centre at input coordinate ``offset + (x + 0.5) * content/out``; in
-    logit space that is ``u * logit_len / input_len - 0.5``, clamped to the edge (as PyTorch does).
-    Returns ``(i0, i1, frac)`` with value = ``(1 - frac) * L[i0] + frac * L[i1]``.
+    The pads in input pixels are scaled to logit cells and rounded each on its own, as Roboflow
+    does (Python ``round``: halves go to even); at least one cell is kept.
     """
-    x = np.arange(out_len, dtype=np.float64)
-    u = offset + (x + 0.5) * (content_len / out_len)
-    s = u * (logit_len / input_len) - 0.5
-    s = np.clip(s, 0.0, logit_len - 1)
-    i0 = np.floor(s).astype(np.intp)
-    i1 = np.minimum(i0 + 1, logit_len - 1)
-    frac = (s - i0).astype(np.float32)
-    return i0, i1, frac
+    scale = logit_len / input_len
+    before = round(scale * offset)
+    after = round(scale * (input_len - offset - content_len))
+    return before, max(1, logit_len - before - after)
+
+
+def axis_taps(out_len: int, in_len: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Resize weights along one axis, as PyTorch's antialiased bilinear computes them.
+
+    Returns ``(index, weight)``, both ``(out_len, taps)``: output ``i`` is
+    ``sum_t weight[i, t] * input[index[i, t]]``. Unused taps repeat the last used index with
+    weight 0, so ``index[:, 0]`` and ``index[:, -1]`` are non-decreasing.
+    """
+    scale = in_len / out_len
+    support = scale if scale >= 1.0 else 1.0
+    invscale = 1.0 / scale if scale >= 1.0 else 1.0
+    centre = scale * (np.arange(out_len, dtype=np.float64) + 0.5)
+    # C++ int64 casts truncate toward zero, hence trunc (not floor) before the clamps.
+    lo = np.maximum(np.trunc(centre - support + 0.5), 0).astype(np.intp)
+    hi = np.minimum(np.trunc(centre + support + 0.5), in_len).astype(np.intp)
+    size = np.maximum(hi - lo, 1)
+    taps = int(size.max())
+    j = np.arange(taps, dtype=np.intp)[None, :]
+    index = lo[:, None] + j
+    used = j < size[:, None]
+    weight = np.where(
+        used,
+        np.maximum(0.0, 1.0 - np.abs((index - centre[:, None] + 0.5) * invscale)),
+        0.0,
+    )
+    total = weight.sum(axis=1, keepdims=True)
+    weight = np.where(total > 0, weight / np.where(total > 0, total, 1.0), 0.0)
+    index = np.where(used, index, (lo + size - 1)[:, None])
+    index = np.clip(index, 0, in_len - 1)
+    return index.astype(np.intp), weight.astype(np.float32)
+
+
+def logit_taps(
+    out_len: int, logit_len: int, input_len: int, offset: int, content_len: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """:func:`axis_taps` for the content window of the logits, as indices into the full grid."""
+    first, cells = logit_window(logit_len, input_len, offset, content_len)
+    first = min(first, logit_len - 1)
+    cells = min(cells, logit_len - first)
+    index, weight = axis_taps(out_len, cells)
+    return index + first, weight

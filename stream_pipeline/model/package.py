@@ -7,6 +7,7 @@ The format is the one in DESIGN.md ("The model contract"). Every problem is repo
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ ResizeMode = Literal["stretch", "letterbox"]
 ColorOrder = Literal["rgb", "bgr"]
 Activation = Literal["softmax", "sigmoid", "none"]
 
+_LOG = logging.getLogger(__name__)
 _HEX_COLOR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
@@ -35,6 +37,7 @@ class InputSpec:
     scale: float = 255.0
     mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
     std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    padding_value: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +160,13 @@ class ModelPackage:
         per_class: dict[str, float] = {}
         for name, value in per_class_raw.items():
             if name not in names:
-                raise fail(f"recommended.per_class_confidence names unknown class {name!r}")
+                # Roboflow ignores thresholds for classes the model lacks; so do we, but say so.
+                _LOG.warning(
+                    "%s: recommended.per_class_confidence names unknown class %r (ignored)",
+                    where,
+                    name,
+                )
+                continue
             per_class[name] = _unit_float(value, f"recommended.per_class_confidence.{name}", fail)
 
         colors_raw = meta.get("colors", {}) or {}
@@ -235,6 +244,9 @@ def _parse_input(raw: Any, fail: Any) -> InputSpec:
         if key == "std" and any(v <= 0 for v in value):
             raise fail(f"input.std must be positive, got {value!r}")
         triples.append((float(value[0]), float(value[1]), float(value[2])))
+    pad = raw.get("padding_value", 0)
+    if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad <= 255:
+        raise fail(f"input.padding_value must be an integer in [0, 255], got {pad!r}")
     assert isinstance(width, int) and isinstance(height, int)
     return InputSpec(
         width=width,
@@ -244,4 +256,5 @@ def _parse_input(raw: Any, fail: Any) -> InputSpec:
         scale=float(scale),
         mean=triples[0],
         std=triples[1],
+        padding_value=pad,
     )

@@ -4,7 +4,8 @@
 :func:`postprocess_fast` is one fused per-pixel kernel (numba, parallel over rows) that never
 materialises C×H×W at frame size; it must agree with the reference (tests check it).
 
-Semantics (DESIGN.md): remove letterbox padding and resize the logits bilinearly to the frame;
+Semantics (DESIGN.md, as Roboflow computes them): crop the letterbox padding (rounded into logit
+cells) and resize the logits to the frame (bilinear; antialiased when the frame is smaller);
 softmax (or sigmoid, or none) over classes; confidence = max, class = argmax (mapped through the
 channel → class table, so a net without a background channel skips that slot; a 1-channel head is
 binary: sigmoid gives the foreground's confidence); pixels with confidence below their class's
@@ -22,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 
 from stream_pipeline.errors import ModelError
-from stream_pipeline.model.geometry import Geometry, sample_coords
+from stream_pipeline.model.geometry import Geometry, logit_taps
 from stream_pipeline.model.package import ModelPackage
 
 __all__ = ["Head", "postprocess_fast", "postprocess_reference"]
@@ -70,8 +71,8 @@ class Head:
 
 def _axes(logits: npt.NDArray[Any], geo: Geometry) -> tuple[Any, Any]:
     _, h, w = logits.shape
-    ys = sample_coords(geo.frame_height, h, geo.input_height, geo.content_y, geo.content_height)
-    xs = sample_coords(geo.frame_width, w, geo.input_width, geo.content_x, geo.content_width)
+    ys = logit_taps(geo.frame_height, h, geo.input_height, geo.content_y, geo.content_height)
+    xs = logit_taps(geo.frame_width, w, geo.input_width, geo.content_x, geo.content_width)
     return ys, xs
 
 
@@ -79,16 +80,19 @@ def postprocess_reference(
     logits: npt.NDArray[np.floating[Any]], geo: Geometry, head: Head
 ) -> tuple[npt.NDArray[np.unsignedinteger[Any]], npt.NDArray[np.float32]]:
     """Reference postprocess of one frame's logits ``(C, h, w)``: (class_map, confidence)."""
-    (y0, y1, fy), (x0, x1, fx) = _axes(logits, geo)
-    lg = logits.astype(np.float64)
-    wy = fy.astype(np.float64)[None, :, None]
-    wx = fx.astype(np.float64)[None, None, :]
-    rows = lg[:, y0, :] * (1 - wy) + lg[:, y1, :] * wy  # C × H × w
-    up = rows[:, :, x0] * (1 - wx) + rows[:, :, x1] * wx  # C × H × W
+    (yi, yw), (xi, xw) = _axes(logits, geo)
+    _, h, w = logits.shape
+    # Dense resize matrices (frame × logit cells): slow and obviously right.
+    wy = np.zeros((geo.frame_height, h))
+    np.add.at(wy, (np.arange(geo.frame_height)[:, None], yi), yw.astype(np.float64))
+    wx = np.zeros((geo.frame_width, w))
+    np.add.at(wx, (np.arange(geo.frame_width)[:, None], xi), xw.astype(np.float64))
+    up = np.einsum("yh,chw,xw->cyx", wy, logits.astype(np.float64), wx, optimize=True)
     if head.activation == "softmax":
         e = np.exp(up - up.max(axis=0, keepdims=True))
         prob = e / e.sum(axis=0, keepdims=True)
     elif head.activation == "sigmoid":
+        # The class is the argmax of the logits; its confidence the sigmoid of that logit.
         prob = 1.0 / (1.0 + np.exp(-up))
     else:
         prob = up
@@ -117,12 +121,10 @@ _EXP2_POLY = np.array([_LN2**k / math.factorial(k) for k in range(8)], dtype=np.
 )
 def _fused(
     logits: Any,
-    y0: Any,
-    y1: Any,
-    fy: Any,
-    x0: Any,
-    x1: Any,
-    fx: Any,
+    yi: Any,
+    yw: Any,
+    xi: Any,
+    xw: Any,
     ids: Any,
     thresholds: Any,
     background: int,
@@ -133,25 +135,31 @@ def _fused(
 ) -> None:
     channels, logit_height, _ = logits.shape
     height, width = class_map.shape
-    # Bilinear is separable: interpolate every logit row horizontally once (C×h×W, small), so
+    xtaps = xi.shape[1]
+    ytaps = yi.shape[1]
+    # The resize is separable: interpolate every logit row horizontally once (C×h×W, small), so
     # the per-pixel work below reads contiguous rows instead of gathering columns per pixel.
     hor = np.empty((logit_height, channels, width), np.float32)
     for j in numba.prange(logit_height):
         for k in range(channels):
+            row = logits[k, j]
             for c in range(width):
-                hor[j, k, c] = logits[k, j, x0[c]] * (1 - fx[c]) + logits[k, j, x1[c]] * fx[c]
+                acc = np.float32(0.0)
+                for q in range(xtaps):
+                    acc += row[xi[c, q]] * xw[c, q]
+                hor[j, k, c] = acc
     for r in numba.prange(height):
-        vals = np.empty((channels, width), np.float32)
+        vals = np.zeros((channels, width), np.float32)
         vmax = np.full(width, -np.inf, np.float32)
         best = np.zeros(width, np.int32)
-        wy = fy[r]
         for k in range(channels):
-            # 1-D views: plain unit-stride loops that vectorise.
-            h0 = hor[y0[r], k]
-            h1 = hor[y1[r], k]
             vk = vals[k]
-            for c in range(width):
-                vk[c] = h0[c] * (1 - wy) + h1[c] * wy
+            for q in range(ytaps):
+                # 1-D views: plain unit-stride loops that vectorise.
+                hk = hor[yi[r, q], k]
+                wt = yw[r, q]
+                for c in range(width):
+                    vk[c] += hk[c] * wt
             for c in range(width):
                 # strict: ties go to the first channel, as argmax does; NaN never wins
                 up = vk[c] > vmax[c]
@@ -206,26 +214,25 @@ def postprocess_fast(
     logits: npt.NDArray[np.floating[Any]], geo: Geometry, head: Head
 ) -> tuple[npt.NDArray[np.unsignedinteger[Any]], npt.NDArray[np.float32]]:
     """Fused postprocess of one frame's logits ``(C, h, w)``: (class_map, confidence)."""
-    (y0, y1, fy), (x0, x1, fx) = _axes(logits, geo)
+    (yi, yw), (xi, xw) = _axes(logits, geo)
     lg = np.ascontiguousarray(logits, dtype=np.float32)
+    y_first, y_last = yi[:, 0], yi[:, -1]
     class_map = np.empty((geo.frame_height, geo.frame_width), dtype=head.class_dtype)
     conf = np.empty((geo.frame_height, geo.frame_width), dtype=np.float32)
     # Logit rows one band may use; the frame rows' logit indices never decrease.
-    band_rows = max(2, _HOR_BYTES // (4 * lg.shape[0] * geo.frame_width))
+    band_rows = max(yi.shape[1], _HOR_BYTES // (4 * lg.shape[0] * geo.frame_width))
     start = 0
     while start < geo.frame_height:
-        first = int(y0[start])
-        stop = int(np.searchsorted(y1, first + band_rows - 1, side="right"))
+        first = int(y_first[start])
+        stop = int(np.searchsorted(y_last, first + band_rows - 1, side="right"))
         stop = max(stop, start + 1)
-        last = int(y1[stop - 1])
+        last = int(y_last[stop - 1])
         _fused(
             lg[:, first : last + 1],
-            y0[start:stop] - first,
-            y1[start:stop] - first,
-            fy[start:stop],
-            x0,
-            x1,
-            fx,
+            yi[start:stop] - first,
+            yw[start:stop],
+            xi,
+            xw,
             head.channel_class_ids,
             head.thresholds,
             head.background_id,

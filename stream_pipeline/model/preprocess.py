@@ -1,23 +1,29 @@
 """Frames → the network's input tensor, per ``model.json``'s ``input`` (CPU path).
 
-Resizing uses Pillow's bilinear filter (C, releases the GIL) — the same call the default model was
-trained with. Letterbox pads with grey 114 before normalisation, as common detectors do.
+Resizing is OpenCV's ``INTER_LINEAR`` (no antialiasing when shrinking), as Roboflow's code resizes;
+letterbox pads with the package's ``padding_value`` (0 by default) before normalisation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 from stream_pipeline.model.geometry import Geometry, geometry_for
 from stream_pipeline.model.package import InputSpec
 
-__all__ = ["LETTERBOX_PAD", "Preprocessor"]
+__all__ = ["Preprocessor", "resize_linear"]
 
-LETTERBOX_PAD = 114
+
+def resize_linear(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.NDArray[np.uint8]:
+    """``rgb`` resized to ``width`` × ``height`` with OpenCV's ``INTER_LINEAR``."""
+    if rgb.shape[1] == width and rgb.shape[0] == height:
+        return rgb
+    out = cv2.resize(np.ascontiguousarray(rgb), (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.asarray(out, dtype=np.uint8)
 
 
 class Preprocessor:
@@ -37,14 +43,11 @@ class Preprocessor:
         """One frame resized (and padded) to the input size, still uint8 HWC RGB."""
         h, w = rgb.shape[:2]
         geo = geometry_for(w, h, self.spec)
-        size = (geo.content_width, geo.content_height)
-        img = (
-            rgb
-            if (w, h) == size
-            else np.asarray(Image.fromarray(rgb).resize(size, Image.Resampling.BILINEAR))
-        )
+        img = resize_linear(rgb, geo.content_width, geo.content_height)
         if self.spec.resize == "letterbox":
-            canvas = np.full((geo.input_height, geo.input_width, 3), LETTERBOX_PAD, np.uint8)
+            canvas = np.full(
+                (geo.input_height, geo.input_width, 3), self.spec.padding_value, np.uint8
+            )
             canvas[
                 geo.content_y : geo.content_y + geo.content_height,
                 geo.content_x : geo.content_x + geo.content_width,

@@ -34,8 +34,9 @@ __all__ = [
 
 
 def confidence_u8(confidence: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
-    """The serialised confidence: round(conf × 255) as uint8."""
-    out: npt.NDArray[np.uint8] = np.rint(np.clip(confidence, 0.0, 1.0) * 255.0).astype(np.uint8)
+    """The serialised confidence: ``uint8(conf × 255)`` truncated (float32), as Roboflow does."""
+    scaled = np.clip(confidence, 0.0, 1.0).astype(np.float32) * np.float32(255.0)
+    out: npt.NDArray[np.uint8] = scaled.astype(np.uint8)
     return out
 
 
@@ -117,7 +118,8 @@ def prediction_dict(
             "y": (y1 + y2) / 2.0,
             "width": float(x2 - x1),
             "height": float(y2 - y1),
-            "confidence": round(float(total[cid]) / float(count[cid]) / 255.0, 6),
+            # The mean of the serialised uint8 confidences, /255, unrounded (as Roboflow).
+            "confidence": float(total[cid]) / float(count[cid]) / 255.0,
             "class_id": cid,
             "class": class_names[cid],
             "detection_id": str(uuid.uuid4()),
@@ -152,14 +154,17 @@ def png_base64(image: npt.NDArray[np.uint8]) -> str:
 
 
 def raw_dict(result: SegResult, class_names: Sequence[str]) -> dict[str, Any]:
-    """The raw form of Roboflow's model endpoint: base64 PNG masks, class map, present ids."""
+    """The raw form of Roboflow's model endpoint, in its shape: ``{"image", "predictions":
+    {segmentation_mask, class_map, confidence_mask, present_class_ids}}`` (masks as base64 PNG)."""
     if len(class_names) > 256:
         raise ValueError("the raw PNG form holds at most 256 classes")
     return {
         "inference_id": result.inference_id,
-        "segmentation_mask": png_base64(result.class_map.astype(np.uint8)),
-        "confidence_mask": png_base64(confidence_u8(result.confidence)),
-        "class_map": {str(i): name for i, name in enumerate(class_names)},
-        "present_class_ids": list(result.present_class_ids),
         "image": {"width": result.width, "height": result.height},
+        "predictions": {
+            "segmentation_mask": png_base64(result.class_map.astype(np.uint8)),
+            "class_map": {str(i): name for i, name in enumerate(class_names)},
+            "confidence_mask": png_base64(confidence_u8(result.confidence)),
+            "present_class_ids": list(result.present_class_ids),
+        },
     }

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from stream_pipeline.errors import WorkflowError
-from stream_pipeline.model.thresholds import CONFIDENCE_MODES
+from stream_pipeline.model.thresholds import CONFIDENCE_MODES, V1_CONFIDENCE, numeric_mode
 from stream_pipeline.workflow.blocks import BLOCKS, BlockSpec
 
 __all__ = ["BoundWorkflow", "Workflow", "load_workflow"]
@@ -93,14 +93,21 @@ class Workflow:
         if not isinstance(model_id, str) or not model_id:
             raise WorkflowError(f"step {seg.name!r}: field 'model_id' must be a non-empty string")
         if seg.block.version == 1:
-            mode, custom = "default", None
+            # Roboflow's v1 block sends no confidence: the request default applies to every class.
+            mode, custom = "custom", V1_CONFIDENCE
         else:
             mode = value(seg, "confidence_mode", "best")
-            _check_mode(seg.name, mode)
-            # custom_confidence only matters in custom mode; an unset parameter is fine otherwise.
-            custom = value(seg, "custom_confidence", None, required=mode == "custom")
-            if custom is not None:
-                _check_unit(seg.name, "custom_confidence", custom)
+            number = numeric_mode(mode)
+            if number is not None:
+                # A mode bound to a number acts as custom with that number, as in Roboflow.
+                _check_unit(seg.name, "confidence_mode", number)
+                mode, custom = "custom", number
+            else:
+                _check_mode(seg.name, mode)
+                # custom_confidence only matters in custom mode; an unset parameter is fine.
+                custom = value(seg, "custom_confidence", None, required=mode == "custom")
+                if custom is not None:
+                    _check_unit(seg.name, "custom_confidence", custom)
             if mode == "custom" and custom is None:
                 raise WorkflowError(
                     f"step {seg.name!r}: confidence_mode 'custom' needs field 'custom_confidence'"

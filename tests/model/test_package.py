@@ -42,7 +42,6 @@ def test_loads_and_segments(tmp_path: Path) -> None:
             {"recommended": {"confidence": 0.4, "per_class_confidence": {"road": 2}}},
             "recommended.per_class_confidence.road must be in [0, 1]",
         ),
-        ({"recommended": {"per_class_confidence": {"tree": 0.3}}}, "unknown class 'tree'"),
         ({"input": {"width": 0, "height": 48}}, "input.width must be a positive integer"),
         ({"input": {"width": 64, "height": 48, "resize": "crop"}}, "input.resize must be"),
         ({"task": "object-detection"}, "task must be 'semantic-segmentation'"),
@@ -161,3 +160,15 @@ def test_unknown_reference(tmp_path: Path) -> None:
         resolve_package("no such thing", tmp_path)
     with pytest.raises(ModelNotFoundError, match="ONNX file not found"):
         resolve_package(str(tmp_path / "x.onnx"), tmp_path, class_names=NAMES)
+
+
+def test_per_class_threshold_for_an_unknown_class_warns_and_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Roboflow ignores thresholds naming classes the model lacks; we do too, and say so.
+    pkg = write_package(tmp_path / "p", NAMES)
+    _edit(pkg, recommended={"confidence": 0.4, "per_class_confidence": {"tree": 0.3}})
+    with caplog.at_level("WARNING"):
+        model = load_model(str(pkg), device="cpu")
+    assert "unknown class 'tree' (ignored)" in caplog.text
+    assert dict(model.package.recommended.per_class_confidence) == {}

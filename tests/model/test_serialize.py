@@ -84,7 +84,10 @@ def test_empty_frame_has_no_entries() -> None:
 
 def test_raw_form_png_masks() -> None:
     r = _result(3)
-    raw = raw_dict(r, NAMES)
+    out = raw_dict(r, NAMES)
+    # Roboflow's shape: {"image", "predictions": {masks, class_map, present_class_ids}}.
+    assert out["image"] == {"width": 83, "height": 61}
+    raw = out["predictions"]
     seg = np.asarray(Image.open(io.BytesIO(base64.b64decode(raw["segmentation_mask"]))))
     conf = np.asarray(Image.open(io.BytesIO(base64.b64decode(raw["confidence_mask"]))))
     np.testing.assert_array_equal(seg, r.class_map)

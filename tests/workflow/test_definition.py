@@ -64,10 +64,22 @@ def test_examples_match_the_reference_text() -> None:
             assert f'"{key}": {json.dumps(value)}' in text
 
 
-def test_v1_example_loads_as_written_and_uses_default_mode() -> None:
+def test_v1_example_loads_as_written_and_applies_0_4_to_every_class() -> None:
+    # Roboflow's v1 block sends no confidence, so the request default 0.4 applies.
     bound = load_workflow(_workflow(dict(V1_EXAMPLE))).bind()
     assert bound.model_id == "my_project/3"
-    assert bound.confidence_mode == "default" and bound.custom_confidence is None
+    assert bound.confidence_mode == "custom" and bound.custom_confidence == 0.4
+
+
+@pytest.mark.parametrize("given", [0.5, "0.5", " 0.5"])
+def test_confidence_mode_bound_to_a_number_acts_as_custom(given: object) -> None:
+    step = {**V2_EXAMPLE, "confidence_mode": "$inputs.mode"}
+    definition = _workflow(step)
+    definition["inputs"].append({"type": "WorkflowParameter", "name": "mode"})
+    bound = load_workflow(definition).bind({"mode": given})
+    assert bound.confidence_mode == "custom" and bound.custom_confidence == 0.5
+    with pytest.raises(WorkflowError, match="must be in \\[0, 1\\]"):
+        load_workflow(definition).bind({"mode": "1.5"})
 
 
 def test_v2_example_placeholder_is_rejected_naming_allowed_values() -> None:

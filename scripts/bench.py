@@ -129,7 +129,7 @@ def pipeline_run(video: Path, model: Any, out: Path, max_batch: int) -> int:
     async def go() -> int:
         async with Pipeline(cfg, sinks, model=model) as p:
             await p.run()
-        return int(p.status()["results"])
+        return int(p.status().results)
 
     return asyncio.run(go())
 
@@ -317,7 +317,7 @@ def memory(args: argparse.Namespace) -> None:
             async with Pipeline(cfg, sinks, model=model) as p:
                 run = asyncio.ensure_future(p.run())
                 while not run.done():
-                    samples.append((p.status()["elapsed"], rss_mb()))
+                    samples.append((p.status().elapsed, rss_mb()))
                     await asyncio.sleep(max(1.0, args.memory / 20))
                 await run
                 return p.status()

@@ -2,32 +2,47 @@
 
 The model semantics and the prediction format are those of the Roboflow Workflows block
 "Semantic Segmentation Model" (v1/v2).
+
+The package's face is lazy: ``import stream_pipeline`` (or ``stream_pipeline.errors``) loads
+neither onnxruntime nor PyAV nor numba; each name below is imported on first use.
 """
 
-from stream_pipeline.config import apply_runtime_defaults
+from __future__ import annotations
 
-apply_runtime_defaults()  # before anything imports numba's kernels
-
-from stream_pipeline.errors import (
-    ConfigError,
-    ModelError,
-    ModelNotFoundError,
-    SinkError,
-    SourceError,
-    SourceOpenError,
-    StreamPipelineError,
-    WorkflowError,
-)
-from stream_pipeline.frames import Frame, FrameMeta, SegResult, StageTimings
-from stream_pipeline.model import SegmentationModel, load_model
-from stream_pipeline.pipeline import Pipeline, PipelineConfig
-from stream_pipeline.sources import ReconnectPolicy, SourceSpec
-from stream_pipeline.workflow import load_workflow
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+_EXPORTS = {
+    "ConfigError": "stream_pipeline.errors",
+    "EngineError": "stream_pipeline.errors",
+    "ModelError": "stream_pipeline.errors",
+    "ModelNotFoundError": "stream_pipeline.errors",
+    "SinkError": "stream_pipeline.errors",
+    "SourceError": "stream_pipeline.errors",
+    "SourceOpenError": "stream_pipeline.errors",
+    "StreamPipelineError": "stream_pipeline.errors",
+    "WorkflowError": "stream_pipeline.errors",
+    "Frame": "stream_pipeline.frames",
+    "FrameMeta": "stream_pipeline.frames",
+    "SegResult": "stream_pipeline.frames",
+    "StageTimings": "stream_pipeline.frames",
+    "SegmentationModel": "stream_pipeline.model",
+    "load_model": "stream_pipeline.model",
+    "Engine": "stream_pipeline.engine",
+    "Thresholds": "stream_pipeline.engine",
+    "Pipeline": "stream_pipeline.pipeline",
+    "PipelineConfig": "stream_pipeline.pipeline",
+    "ReconnectPolicy": "stream_pipeline.retry",
+    "SourceSpec": "stream_pipeline.sources",
+    "load_workflow": "stream_pipeline.workflow",
+}
+
 __all__ = [
     "ConfigError",
+    "Engine",
+    "EngineError",
     "Frame",
     "FrameMeta",
     "ModelError",
@@ -43,7 +58,37 @@ __all__ = [
     "SourceSpec",
     "StageTimings",
     "StreamPipelineError",
+    "Thresholds",
     "WorkflowError",
     "load_model",
     "load_workflow",
 ]
+
+if TYPE_CHECKING:
+    from stream_pipeline.engine import Engine, Thresholds
+    from stream_pipeline.errors import (
+        ConfigError,
+        EngineError,
+        ModelError,
+        ModelNotFoundError,
+        SinkError,
+        SourceError,
+        SourceOpenError,
+        StreamPipelineError,
+        WorkflowError,
+    )
+    from stream_pipeline.frames import Frame, FrameMeta, SegResult, StageTimings
+    from stream_pipeline.model import SegmentationModel, load_model
+    from stream_pipeline.pipeline import Pipeline, PipelineConfig
+    from stream_pipeline.retry import ReconnectPolicy
+    from stream_pipeline.sources import SourceSpec
+    from stream_pipeline.workflow import load_workflow
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream_pipeline' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

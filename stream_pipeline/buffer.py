@@ -195,6 +195,16 @@ class RingBuffer(Generic[T]):
                 raise RingClosed
             return None
 
+    def clear(self) -> int:
+        """Drop every item waiting in the ring (counted as dropped); how many were dropped."""
+        with self._lock:
+            n = self._count
+            while self._count:
+                self._pop()
+            self._taken -= n
+            self._dropped += n
+            return n
+
     def close(self) -> None:
         """Close the ring and wake every waiter (idempotent). Items left can still be taken."""
         with self._lock:

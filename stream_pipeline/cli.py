@@ -289,15 +289,16 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from stream_pipeline.engine.status import EngineStatus
     from stream_pipeline.runner import run_pipeline, run_with_loop
 
     pipeline, _, output_dir = _build_run(args)
     if output_dir is not None and not args.quiet and not args.json_status:
         sys.stderr.write(f"writing outputs to {output_dir}/\n")
     status = run_with_loop(lambda: run_pipeline(pipeline, args.json_status, args.quiet))
-    assert isinstance(status, dict)
-    failed = [s for s in status["sources"] if s["state"] == "failed"]
-    return 1 if failed and len(failed) == len(status["sources"]) else 0
+    assert isinstance(status, EngineStatus)
+    failed = [s for s in status.sources if s.state == "failed"]
+    return 1 if failed and len(failed) == len(status.sources) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

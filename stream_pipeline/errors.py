@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "EngineError",
     "ModelError",
     "ModelNotFoundError",
     "SinkError",
@@ -49,3 +50,7 @@ class SourceOpenError(SourceError):
 
 class SinkError(StreamPipelineError, OSError):
     """A sink cannot write (path not writable, encoder failure)."""
+
+
+class EngineError(StreamPipelineError, RuntimeError):
+    """The engine cannot take the request: it is closing, or its worker failed."""

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import TextIO
 
+from stream_pipeline.engine.status import EngineStatus
 from stream_pipeline.pipeline import Pipeline
 from stream_pipeline.status import progress_line, summary_text
 
@@ -29,7 +30,7 @@ async def _report(
         await asyncio.sleep(interval)
         status = pipeline.status()
         if json_status:
-            out.write(json.dumps({"type": "status", **status}) + "\n")
+            out.write(json.dumps({"type": "status", **status.to_dict()}) + "\n")
             out.flush()
         elif not quiet:
             line = progress_line(status)
@@ -43,7 +44,7 @@ async def run_pipeline(
     quiet: bool = False,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
-) -> dict[str, object]:
+) -> EngineStatus:
     """Run ``pipeline`` to its end with status reporting; returns the final status."""
     loop = asyncio.get_running_loop()
     main = asyncio.current_task()
@@ -76,9 +77,10 @@ async def run_pipeline(
         if err.isatty() and not (json_status or quiet):
             err.write("\r\x1b[2K")
     status = pipeline.status()
-    status["wall_seconds"] = round(time.monotonic() - started, 3)
+    wall = round(time.monotonic() - started, 3)
     if json_status:
-        out.write(json.dumps({"type": "summary", **status}) + "\n")
+        record = {"type": "summary", **status.to_dict(), "wall_seconds": wall}
+        out.write(json.dumps(record) + "\n")
         out.flush()
     elif not quiet:
         err.write(summary_text(status) + "\n")

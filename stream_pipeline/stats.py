@@ -43,17 +43,20 @@ class RateMeter:
     def __init__(self, window_seconds: float = 2.0) -> None:
         self._window = window_seconds
         self._times: deque[float] = deque(maxlen=4096)
+        self._lock = threading.Lock()  # ticked by a worker thread, read by status readers
 
     def tick(self, now: float) -> None:
         """Record an event at ``now`` (monotonic seconds)."""
-        self._times.append(now)
+        with self._lock:
+            self._times.append(now)
 
     def rate(self, now: float) -> float:
         """Events per second over the last window."""
-        times = self._times
-        while times and now - times[0] > self._window:
-            times.popleft()
-        if len(times) < 2:
-            return 0.0
-        span = max(now - times[0], 1e-6)
-        return (len(times) - 1) / span
+        with self._lock:
+            times = self._times
+            while times and now - times[0] > self._window:
+                times.popleft()
+            if len(times) < 2:
+                return 0.0
+            span = max(now - times[0], 1e-6)
+            return (len(times) - 1) / span

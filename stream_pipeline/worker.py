@@ -1,43 +1,78 @@
-"""The batching worker: rings → preprocess → infer → postprocess → consumers.
+"""The worker protocol and the CPU worker.
 
-Two threads: one gathers a batch across all source rings (round robin, up to ``max_batch``
-frames or whatever is there after ``max_wait_ms``), preprocesses it and runs the network; the
-other postprocesses the previous batch meanwhile. onnxruntime and the fused kernel both release
-the GIL, so the two overlap on separate cores. A bounded hand-off of two batches sits between.
+A :class:`BatchWorker` turns a batch of frames into :class:`SegResult`\\ s in two steps, each run
+by one thread of the engine's batcher so that consecutive batches overlap:
+
+- :meth:`BatchWorker.start` (thread 1): preprocess and run the network on a batch of
+  :class:`WorkItem`\\ s (frames of any sources and jobs that use this worker's model);
+- :meth:`BatchWorker.finish` (thread 2): postprocess each frame with its own source's thresholds.
+
+Where results come to the host: every :class:`SegResult` that ``finish`` returns carries its
+``class_map`` and ``confidence`` as host (numpy) arrays, and its frame's pixels on the host when
+the item's :class:`HostNeeds` asks for them (an overlay or an encoder is attached). A worker
+chosen by device (:func:`make_worker`) keeps everything else where it is: the CPU worker is on the
+host already; the CUDA worker brings down only what was asked for. Sinks never see device memory.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from stream_pipeline.buffer import RingBuffer, RingClosed
 from stream_pipeline.frames import Frame, SegResult, StageTimings
-from stream_pipeline.model.postprocess import postprocess_fast
 from stream_pipeline.model.segmenter import SegmentationModel
 
-__all__ = ["Worker", "WorkerSettings"]
+__all__ = ["BatchWorker", "CpuWorker", "HostNeeds", "Thresholds", "WorkItem", "make_worker"]
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerSettings:
-    """Batching and thresholds."""
+class Thresholds:
+    """The block's thresholds of one source's attachment: a confidence mode and its value."""
 
-    max_batch: int = 4
-    max_wait_ms: float = 5.0
-    confidence_mode: str = "best"
-    custom_confidence: float | None = None
+    mode: str = "best"
+    custom: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HostNeeds:
+    """What the consumers of a source need on the host besides the class map and confidence."""
+
+    pixels: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One frame to segment, with its attachment's thresholds and host needs."""
+
+    frame: Frame
+    thresholds: Thresholds
+    needs: HostNeeds = HostNeeds()
+
+
+class BatchWorker(Protocol):
+    """Frames in, results out (see module docstring). Each method is called from one thread."""
+
+    device: str
+    model: SegmentationModel
+
+    def start(self, items: Sequence[WorkItem], picked: float) -> Any:
+        """Preprocess and infer ``items`` (picked from the rings at ``picked``, monotonic)."""
+
+    def finish(self, pending: Any) -> list[SegResult]:
+        """Postprocess what :meth:`start` returned: one result per item, in order."""
+
+    def close(self) -> None:
+        """Release device resources (idempotent)."""
 
 
 @dataclass(slots=True)
-class _Batch:
-    frames: list[Frame]
+class _Pending:
+    items: Sequence[WorkItem]
     logits: Any
     geos: list[Any]
     picked: float
@@ -45,124 +80,54 @@ class _Batch:
     infer: float
 
 
-class Worker:
-    """Runs the model over frames from ``rings`` and hands each result to ``dispatch``.
+class CpuWorker:
+    """The CPU worker: onnxruntime on host arrays and the fused numba postprocess."""
 
-    ``dispatch`` may block (lossless consumers apply back-pressure) and raises
-    :class:`RingClosed` when the pipeline is being torn down.
-    """
+    device = "cpu"
 
-    def __init__(
-        self,
-        model: SegmentationModel,
-        rings: Sequence[RingBuffer[Frame]],
-        doorbell: threading.Event,
-        dispatch: Callable[[SegResult], None],
-        settings: WorkerSettings,
-    ) -> None:
+    def __init__(self, model: SegmentationModel) -> None:
         self.model = model
-        self.rings = list(rings)
-        self.doorbell = doorbell
-        self.dispatch = dispatch
-        self.settings = settings
-        self._rr = 0
-        self._handoff: RingBuffer[_Batch] = RingBuffer(2, "block")
-        self.batches = 0
-        self.frames = 0
 
-    # -- gathering -------------------------------------------------------------------------
+    def start(self, items: Sequence[WorkItem], picked: float) -> _Pending:
+        """Preprocess and run the network on the batch."""
+        images = [item.frame.rgb for item in items]
+        logits, geos, t_pre, t_inf = self.model.infer(images)  # type: ignore[arg-type]
+        return _Pending(items, logits, geos, picked, t_pre, t_inf)
 
-    def _gather(self, stop: threading.Event) -> list[Frame] | None:
-        """The next batch; ``None`` once every ring is closed and drained (or on stop)."""
-        max_batch = self.settings.max_batch
-        max_wait = self.settings.max_wait_ms / 1000.0
-        frames: list[Frame] = []
-        deadline: float | None = None
-        n = len(self.rings)
-        while not stop.is_set():
-            self.doorbell.clear()
-            alive = False
-            took = True
-            # Round robin, one frame per ring per pass, so no source starves the others.
-            while took and len(frames) < max_batch:
-                took = False
-                for k in range(n):
-                    ring = self.rings[(self._rr + k) % n]
-                    try:
-                        frame = ring.get_nowait()
-                    except RingClosed:
-                        continue
-                    alive = True
-                    if frame is not None:
-                        frames.append(frame)
-                        took = True
-                        if len(frames) == max_batch:
-                            break
-                self._rr = (self._rr + 1) % n
-            if len(frames) == max_batch:
-                return frames
-            if not alive:
-                return frames or None
-            now = time.monotonic()
-            if frames:
-                deadline = deadline or now + max_wait
-                if now >= deadline:
-                    return frames
-                self.doorbell.wait(deadline - now)
-            else:
-                self.doorbell.wait(0.25)
-        return None
+    def finish(self, pending: _Pending) -> list[SegResult]:
+        """Postprocess each frame with its own thresholds."""
+        from stream_pipeline.model.postprocess import postprocess_fast
 
-    # -- the two threads -------------------------------------------------------------------
+        model = self.model
+        channels = pending.logits.shape[1]
+        n_classes = len(model.class_names)
+        size = len(pending.items)
+        results = []
+        for item, logits, geo in zip(pending.items, pending.logits, pending.geos, strict=True):
+            t0 = time.perf_counter()
+            head = model.head(channels, item.thresholds.mode, item.thresholds.custom)
+            class_map, conf = postprocess_fast(logits, geo, head)
+            counts = np.bincount(class_map.ravel(), minlength=n_classes)
+            present = tuple(int(i) for i in np.flatnonzero(counts))
+            frame = item.frame
+            timings = StageTimings(
+                queue=pending.picked - frame.meta.arrival_monotonic,
+                preprocess=pending.preprocess,
+                infer=pending.infer,
+                postprocess=time.perf_counter() - t0,
+                batch_size=size,
+            )
+            results.append(SegResult(class_map, conf, present, frame, str(uuid.uuid4()), timings))
+        return results
 
-    def run_infer(self, stop: threading.Event) -> None:
-        """Thread 1: gather, preprocess, infer; hand batches to the postprocess thread."""
-        try:
-            while (frames := self._gather(stop)) is not None:
-                picked = time.monotonic()
-                images = [f.rgb for f in frames]
-                logits, geos, t_pre, t_inf = self.model.infer(images)  # type: ignore[arg-type]
-                batch = _Batch(frames, logits, geos, picked, t_pre, t_inf)
-                while not self._handoff.put(batch, timeout=0.25):
-                    if stop.is_set():
-                        return
-        except RingClosed:
-            return
-        finally:
-            self._handoff.close()
+    def close(self) -> None:
+        """Nothing held beyond the model (the engine releases it)."""
 
-    def run_post(self, stop: threading.Event) -> None:
-        """Thread 2: postprocess each frame of each batch and dispatch the results."""
-        settings = self.settings
-        try:
-            while True:
-                batch = self._handoff.get(timeout=0.25)
-                if batch is None:
-                    if stop.is_set():
-                        return
-                    continue
-                head = self.model.head(
-                    batch.logits.shape[1], settings.confidence_mode, settings.custom_confidence
-                )
-                size = len(batch.frames)
-                n_classes = len(self.model.class_names)
-                for frame, logits, geo in zip(batch.frames, batch.logits, batch.geos, strict=True):
-                    t0 = time.perf_counter()
-                    class_map, conf = postprocess_fast(logits, geo, head)
-                    counts = np.bincount(class_map.ravel(), minlength=n_classes)
-                    present = tuple(int(i) for i in np.flatnonzero(counts))
-                    timings = StageTimings(
-                        queue=batch.picked - frame.meta.arrival_monotonic,
-                        preprocess=batch.preprocess,
-                        infer=batch.infer,
-                        postprocess=time.perf_counter() - t0,
-                        batch_size=size,
-                    )
-                    result = SegResult(class_map, conf, present, frame, str(uuid.uuid4()), timings)
-                    self.dispatch(result)
-                    self.frames += 1
-                self.batches += 1
-        except RingClosed:
-            return
-        finally:
-            self._handoff.close()
+
+def make_worker(model: SegmentationModel) -> BatchWorker:
+    """The worker for the device ``model``'s session runs on.
+
+    The CUDA worker plugs in here; until it exists every session, CUDA execution provider
+    included, is driven through host arrays by the CPU worker.
+    """
+    return CpuWorker(model)

@@ -48,7 +48,7 @@ async def test_block_policy_loses_nothing(tmp_path: Path, tiny_model: Segmentati
     pts = [r["pts_seconds"] for r in records]
     assert pts == sorted(pts) and pts[1] == pytest.approx(1 / 15, abs=1e-3)
     status = p.status()
-    assert status["sources"][0]["dropped"] == 0 and status["sources"][0]["state"] == "finished"
+    assert status.sources[0].dropped == 0 and status.sources[0].state == "finished"
 
 
 async def test_drop_oldest_bounds_depth_and_counts_drops(tiny_model: SegmentationModel) -> None:
@@ -68,14 +68,14 @@ async def test_drop_oldest_bounds_depth_and_counts_drops(tiny_model: Segmentatio
     async with Pipeline(_config(spec, duration=1.5), [CallbackSink(slow)], model=tiny_model) as p:
         run = asyncio.ensure_future(p.run())
         while not run.done():
-            depths.append(p.status()["sources"][0]["buffered"])
+            depths.append(p.status().sources[0].buffered)
             await asyncio.sleep(0.05)
         await run
-    src = p.status()["sources"][0]
+    src = p.status().sources[0]
     assert max(depths) <= 3
-    assert src["dropped"] > 50
-    assert src["frames"] == src["results"] + src["dropped"] + src["buffered"]
-    assert len(results) == src["results"]
+    assert src.dropped > 50
+    assert src.frames == src.results + src.dropped + src.buffered
+    assert len(results) == src.results
     # Latency stays bounded: a frame never waits behind more than the ring's few slots.
     assert max(r.timings.queue for r in results[5:]) < 0.5
 
@@ -164,11 +164,11 @@ async def test_graceful_stop_processes_what_was_decoded(tiny_model: Segmentation
         p.stop()
         await asyncio.wait_for(run, 10)
     assert got == list(range(len(got))) and len(got) > 5
-    assert p.status()["sources"][0]["state"] == "stopped"
+    assert p.status().sources[0].state == "stopped"
 
 
 async def test_pipeline_from_workflow(tiny_package: Path) -> None:
-    from stream_pipeline import load_workflow
+    from stream_pipeline.workflow import load_workflow
 
     workflow = load_workflow(
         {
@@ -192,7 +192,8 @@ async def test_pipeline_from_workflow(tiny_package: Path) -> None:
         sources=(SourceSpec("synthetic://street?frames=5&width=64&height=48", id="w"),),
         device="cpu",
     )
-    assert cfg.confidence_mode == "default"  # a v1 step
+    # A v1 step sends no confidence: Roboflow's request default 0.4 applies to every class.
+    assert (cfg.confidence_mode, cfg.custom_confidence) == ("custom", 0.4)
     async with Pipeline(cfg) as p:
         got = [r async for r in p.results()]
     assert len(got) == 5 and all(r.class_map.shape == (48, 64) for r in got)

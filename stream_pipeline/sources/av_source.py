@@ -20,7 +20,7 @@ import av
 
 from stream_pipeline.buffer import RingBuffer, RingClosed
 from stream_pipeline.errors import SourceError, SourceOpenError
-from stream_pipeline.frames import Frame, FrameMeta
+from stream_pipeline.frames import Frame
 from stream_pipeline.redact import redact_text
 from stream_pipeline.sources.base import Source, SourceSpec, SourceState
 
@@ -39,11 +39,6 @@ class AvSource(Source):
         super().__init__(spec)
         self._container: Any = None
         self._rng = random.Random()
-        self._next_id = 0
-        self._last_pts: float | None = None
-        self._pts_offset = 0.0
-        self._need_offset = False
-        self._fps_hint = 30.0
         self._close_lock = threading.Lock()
 
     # -- opening ---------------------------------------------------------------------------
@@ -109,29 +104,23 @@ class AvSource(Source):
         stream.thread_type = "SLICE" if spec.live else "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         if rate:
-            self._fps_hint = float(rate)
+            self.clock.fps = float(rate)
         if not spec.live and stream.frames:
-            self.status.total_frames = int(stream.frames)
-            if spec.max_frames:
-                self.status.total_frames = min(spec.max_frames, self.status.total_frames)
+            total = int(stream.frames)
+            self.status.set_total(min(spec.max_frames, total) if spec.max_frames else total)
         return container
 
     def open(self) -> None:
         """Open the input once, so that bad input fails before the pipeline starts."""
-        self.status.state = SourceState.CONNECTING
+        self.status.set_state(SourceState.CONNECTING)
         try:
             self._container = self._open_container()
         except SourceOpenError as exc:
-            self.status.last_error = str(exc)
+            self.status.set_error(str(exc))
             if not (self.spec.live and self.spec.reconnect.retry_first_open):
-                self.status.state = SourceState.FAILED
+                self.status.set_state(SourceState.FAILED)
                 raise
-            self.status.state = SourceState.RECONNECTING
-
-    @property
-    def fps_hint(self) -> float:
-        """The stream's nominal frame rate (30 when unknown)."""
-        return self._fps_hint
+            self.status.set_state(SourceState.RECONNECTING)
 
     # -- streaming -------------------------------------------------------------------------
 
@@ -142,7 +131,7 @@ class AvSource(Source):
         try:
             while not stop.is_set():
                 if self._container is None:
-                    self.status.state = SourceState.CONNECTING
+                    self.status.set_state(SourceState.CONNECTING)
                     try:
                         self._container = self._open_container()
                     except SourceOpenError as exc:
@@ -153,7 +142,7 @@ class AvSource(Source):
                         if not self._backoff(error, attempt, stop):
                             return
                         continue
-                frames_before = self._next_id
+                frames_before = self.clock.next_id
                 try:
                     done = self._stream(ring, stop)
                     if done or not spec.live:
@@ -167,26 +156,25 @@ class AvSource(Source):
                         self._warn_file_fault(exc)
                         return
                     # Back off from scratch only if this connection delivered frames.
-                    attempt = 1 if self._next_id > frames_before else attempt + 1
+                    attempt = 1 if self.clock.next_id > frames_before else attempt + 1
                     self._close_container()
                     if not self._backoff(self._error(exc), attempt, stop):
                         return
         finally:
             self._close_container()
-            if self.status.state not in (SourceState.FAILED, SourceState.FINISHED):
-                self.status.state = SourceState.STOPPED if stop.is_set() else SourceState.FINISHED
+            self.status.finish(stopped=stop.is_set())
 
     def _backoff(self, error: str, attempt: int, stop: threading.Event) -> bool:
         """Record ``error`` and wait before the next attempt; False when giving up or stopped."""
         policy = self.spec.reconnect
-        self.status.last_error = error
+        self.status.set_error(error)
         if policy.max_attempts is not None and attempt > policy.max_attempts:
-            self.status.state = SourceState.FAILED
+            self.status.set_state(SourceState.FAILED)
             log.error("source %s failed after %d attempts: %s", self.spec.id, attempt - 1, error)
             return False
-        self.status.state = SourceState.RECONNECTING
-        self.status.reconnects += 1
-        self._need_offset = True
+        self.status.set_state(SourceState.RECONNECTING)
+        self.status.count_reconnect()
+        self.clock.restart()
         delay = policy.delay(attempt, self._rng)
         log.warning(
             "source %s: %s; reconnecting in %.1f s (attempt %d)",
@@ -198,18 +186,20 @@ class AvSource(Source):
         return not stop.wait(delay)
 
     def _warn_file_fault(self, exc: BaseException) -> None:
-        where = f"after frame {self._next_id - 1}" if self._next_id else "before the first frame"
-        if self._last_pts is not None:
-            where += f" (t={self._last_pts:.3f} s)"
-        self.status.last_error = f"decoding stopped {where}: {self._error(exc)}"
-        log.warning("source %s: %s", self.spec.id, self.status.last_error)
+        n = self.clock.next_id
+        where = f"after frame {n - 1}" if n else "before the first frame"
+        if self.clock.last_pts is not None:
+            where += f" (t={self.clock.last_pts:.3f} s)"
+        message = f"decoding stopped {where}: {self._error(exc)}"
+        self.status.set_error(message)
+        log.warning("source %s: %s", self.spec.id, message)
 
     def _stream(self, ring: RingBuffer[Frame], stop: threading.Event) -> bool:
         """Decode from the open container; True when ``max_frames`` or ``stop`` ended it."""
         spec = self.spec
         container = self._container
         stream = container.streams.video[0]
-        self.status.state = SourceState.STREAMING
+        self.status.set_state(SourceState.STREAMING)
         consecutive_errors = 0
         pace_origin: tuple[float, float] | None = None
         for packet in container.demux(stream):
@@ -222,8 +212,9 @@ class AvSource(Source):
                 # A corrupt packet: skip it and keep decoding, as players do; say so once.
                 consecutive_errors += 1
                 if consecutive_errors == 1:
-                    self.status.last_error = f"skipped corrupt data: {self._error(exc)}"
-                    log.warning("source %s: %s", spec.id, self.status.last_error)
+                    message = f"skipped corrupt data: {self._error(exc)}"
+                    self.status.set_error(message)
+                    log.warning("source %s: %s", spec.id, message)
                 if consecutive_errors >= _MAX_CONSECUTIVE_DECODE_ERRORS:
                     raise
                 continue
@@ -231,34 +222,16 @@ class AvSource(Source):
                 frame = self._to_frame(vf)
                 if spec.realtime:
                     pace_origin = self._pace(frame.meta.pts_seconds, pace_origin, stop)
-                if not self._put(ring, frame, stop):
+                if not self.put(ring, frame, stop):
                     return True
-                if spec.max_frames is not None and self._next_id >= spec.max_frames:
+                if spec.max_frames is not None and self.clock.next_id >= spec.max_frames:
                     return True
         return False
 
     def _to_frame(self, vf: Any) -> Frame:
         rgb = vf.to_ndarray(format="rgb24")
-        now_wall, now_mono = time.time(), time.monotonic()
-        step = 1.0 / self._fps_hint
-        raw = vf.time
-        if raw is None:
-            raw = self._next_id * step
-        if self._need_offset and self._last_pts is not None:
-            # After a reconnect the stream's clock restarts: continue from where we were.
-            self._pts_offset = self._last_pts + step - raw
-        self._need_offset = False
-        pts = raw + self._pts_offset
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + step
-        self._last_pts = pts
         height, width = rgb.shape[:2]
-        meta = FrameMeta(self.spec.id, self._next_id, pts, now_wall, now_mono, width, height)
-        self._next_id += 1
-        self.status.frames = self._next_id
-        if self.status.first_frame_at is None:
-            self.status.first_frame_at = now_mono
-        return Frame(meta, rgb=rgb)
+        return Frame(self.clock.stamp(vf.time, width, height), rgb=rgb)
 
     def _pace(
         self, pts: float, origin: tuple[float, float] | None, stop: threading.Event
@@ -269,14 +242,6 @@ class AvSource(Source):
         if delay > 0:
             stop.wait(delay)
         return origin
-
-    @staticmethod
-    def _put(ring: RingBuffer[Frame], frame: Frame, stop: threading.Event) -> bool:
-        # Wait in slices so a stop request is seen even while a `block` ring is full.
-        while not ring.put(frame, timeout=0.2):
-            if stop.is_set():
-                return False
-        return True
 
     def _close_container(self) -> None:
         with self._close_lock:

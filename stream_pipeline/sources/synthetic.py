@@ -13,7 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from stream_pipeline.buffer import RingBuffer, RingClosed
 from stream_pipeline.errors import SourceOpenError
-from stream_pipeline.frames import Frame, FrameMeta
+from stream_pipeline.frames import Frame
 from stream_pipeline.sources.base import Source, SourceSpec, SourceState
 
 __all__ = ["SyntheticSource", "parse_synthetic_url"]
@@ -50,12 +50,8 @@ class SyntheticSource(Source):
         frames = int(self.params["frames"])
         limit = min(frames or (spec.max_frames or 0), spec.max_frames or frames)
         self.frame_limit: int | None = limit or None
-        self.status.total_frames = self.frame_limit
-
-    @property
-    def fps_hint(self) -> float:
-        """The scene's frame rate."""
-        return self.params["fps"]
+        self.status.set_total(self.frame_limit)
+        self.clock.fps = self.params["fps"]
 
     def open(self) -> None:
         """Build the scene (cheap; nothing can fail later)."""
@@ -70,7 +66,7 @@ class SyntheticSource(Source):
         paced = self.spec.live
         start = time.monotonic()
         index = 0
-        self.status.state = SourceState.STREAMING
+        self.status.set_state(SourceState.STREAMING)
         try:
             while not stop.is_set() and (self.frame_limit is None or index < self.frame_limit):
                 t = index / fps
@@ -80,16 +76,11 @@ class SyntheticSource(Source):
                         break
                 rgb, _ = self._scene.render(t)
                 h, w = rgb.shape[:2]
-                meta = FrameMeta(self.spec.id, index, t, time.time(), time.monotonic(), w, h)
-                frame = Frame(meta, rgb=rgb)
-                while not ring.put(frame, timeout=0.2):
-                    if stop.is_set():
-                        return
+                frame = Frame(self.clock.stamp(t, w, h), rgb=rgb)
+                if not self.put(ring, frame, stop):
+                    return
                 index += 1
-                self.status.frames = index
-                if self.status.first_frame_at is None:
-                    self.status.first_frame_at = time.monotonic()
         except RingClosed:
             pass
         finally:
-            self.status.state = SourceState.STOPPED if stop.is_set() else SourceState.FINISHED
+            self.status.finish(stopped=stop.is_set())

@@ -15,7 +15,12 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
 
+from stream_pipeline.config import apply_runtime_defaults
 from stream_pipeline.errors import ConfigError
+
+# numba starts its OpenMP pool at the first parallel kernel, not at import: set how its idle
+# workers wait (passive, not spinning) here, where the kernels live, before any of them runs.
+apply_runtime_defaults()
 
 __all__ = ["DEFAULT_COLORS", "MaskAnnotator", "build_palette"]
 

@@ -22,9 +22,14 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from stream_pipeline.config import apply_runtime_defaults
 from stream_pipeline.errors import ModelError
 from stream_pipeline.model.geometry import Geometry, logit_taps
 from stream_pipeline.model.package import ModelPackage
+
+# numba starts its OpenMP pool at the first parallel kernel, not at import: set how its idle
+# workers wait (passive, not spinning) here, where the kernels live, before any of them runs.
+apply_runtime_defaults()
 
 __all__ = ["Head", "postprocess_fast", "postprocess_reference"]
 

@@ -10,6 +10,8 @@ import contextlib
 import errno
 import json
 import os
+import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,8 @@ import numpy.typing as npt
 from PIL import Image
 
 from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext
-from stream_pipeline.errors import SinkError
+from stream_pipeline.consumers.rotation import Retention, utc_stamp
+from stream_pipeline.errors import ConfigError, SinkError
 from stream_pipeline.frames import SegResult
 from stream_pipeline.model.serialize import confidence_u8, prediction_dict, raw_dict
 
@@ -83,6 +86,12 @@ class JsonlSink(Sink):
     overwritten). Each line goes to the kernel in one ``write`` of its complete bytes, unbuffered;
     if a write fails half-way (disk full) the partial line is cut off again, so the file only ever
     holds whole lines. ``close()`` fsyncs.
+
+    Rotation: with ``rotate_bytes`` and/or ``rotate_seconds`` the file is closed and renamed to
+    ``<stem>.<UTC time of the rotation>.jsonl`` (between two lines, so no line is ever torn) and a
+    new file starts under ``path``. ``retention`` deletes the oldest rotated files first (room for
+    the live file up to ``rotate_bytes`` is kept; it is never deleted); :attr:`removed` counts
+    what it deleted.
     """
 
     name = "jsonl"
@@ -94,11 +103,23 @@ class JsonlSink(Sink):
         with_masks: bool = True,
         raw: bool = False,
         source_id: str | None = None,
+        rotate_bytes: int | None = None,
+        rotate_seconds: float | None = None,
+        retention: Retention | None = None,
     ) -> None:
         super().__init__(source_id)
+        if rotate_bytes is not None and rotate_bytes <= 0:
+            raise ConfigError(f"JSONL rotation size must be > 0 bytes, got {rotate_bytes!r}")
+        if rotate_seconds is not None and not rotate_seconds > 0:
+            raise ConfigError(f"JSONL rotation interval must be > 0 s, got {rotate_seconds!r}")
         self.path = Path(path)
         self.with_masks = with_masks
         self.raw = raw
+        self.rotate_bytes = rotate_bytes
+        self.rotate_seconds = rotate_seconds
+        self.retention = retention or Retention()
+        self.removed = 0
+        self._started = 0.0
         self._context: SinkContext | None = None
         self._fd: int | None = None
         self._size = 0
@@ -115,9 +136,13 @@ class JsonlSink(Sink):
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise SinkError(f"cannot open JSONL file {self.path}: {one_line(exc)}") from None
-        self._size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        self._size = st.st_size
         self._fd = fd
         self._context = context
+        self._started = time.time()
+        if not stat.S_ISREG(st.st_mode):  # /dev/stdout, a pipe: nothing to rename
+            self.rotate_bytes = self.rotate_seconds = None
 
     def write(self, result: SegResult) -> None:
         """Serialise ``result`` and append it as one line."""
@@ -130,6 +155,8 @@ class JsonlSink(Sink):
         if self.raw:
             obj["raw"] = raw_dict(result, ctx.class_names)
         line = (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        if self._size and self._due(len(line)):
+            self._rotate()
         try:
             written = os.write(self._fd, line)
             # Regular files take the whole buffer unless the disk fills or a signal lands.
@@ -141,6 +168,31 @@ class JsonlSink(Sink):
             raise SinkError(f"writing JSONL file {self.path} failed: {one_line(exc)}") from None
         self._size += len(line)
         self.stats.count_delivered()
+
+    def _due(self, n: int) -> bool:
+        if self.rotate_bytes is not None and self._size + n > self.rotate_bytes:
+            return True
+        return (
+            self.rotate_seconds is not None and time.time() - self._started >= self.rotate_seconds
+        )
+
+    def _rotate(self) -> None:
+        """Close the live file under a dated name and start a new one under :attr:`path`."""
+        assert self._fd is not None
+        now = time.time()
+        done = self.path.with_name(f"{self.path.stem}.{utc_stamp(now)}{self.path.suffix}")
+        try:
+            os.fsync(self._fd)
+            os.replace(self.path, done)
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self.stats.set_error(one_line(exc))
+            raise SinkError(f"rotating JSONL file {self.path} failed: {one_line(exc)}") from None
+        os.close(self._fd)
+        self._fd, self._size, self._started = fd, 0, now
+        rotated = sorted(self.path.parent.glob(f"{self.path.stem}.*Z{self.path.suffix}"))
+        # Room for the live file as it will grow, so the total stays within the limit.
+        self.removed += len(self.retention.apply(rotated, live_bytes=self.rotate_bytes or 0))
 
     def _cut_partial_line(self) -> None:
         assert self._fd is not None

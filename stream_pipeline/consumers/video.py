@@ -24,11 +24,19 @@ from stream_pipeline.consumers.visualize import MaskAnnotator
 from stream_pipeline.errors import ConfigError, SinkError
 from stream_pipeline.frames import SegResult
 
-__all__ = ["VideoFileSink", "yuv_frame"]
+__all__ = ["FRAGMENTED_MP4", "VideoFileSink", "yuv_frame"]
 
 TIME_BASE = Fraction(1, 90000)  # MPEG's clock: exact for 24, 25, 30, 50, 60 and 30000/1001 fps
 DEFAULT_FPS = 30.0
 RESTART_TICKS = 90000  # a timestamp more than 1 s behind the previous one: the clock restarted
+# Fragmented MP4: the index comes first (empty moov) and each fragment (a keyframe, or 1 s) is
+# self-describing and flushed to the OS as soon as it is complete, so a killed process leaves a
+# file that plays up to its last whole fragment (a plain mp4 only gets its index at close).
+FRAGMENTED_MP4 = {
+    "movflags": "+frag_keyframe+empty_moov+delay_moov+default_base_moof",
+    "frag_duration": "1000000",
+    "flush_packets": "1",
+}
 _X264_LIKE = ("libx264", "libx265")
 _X264_PRESETS = (
     "ultrafast",
@@ -55,7 +63,7 @@ def yuv_frame(image: npt.NDArray[np.uint8], size: tuple[int, int]) -> av.VideoFr
 
 
 class VideoFileSink(Sink):
-    """Writes one source's results as an mp4 (``+faststart``, so it streams from the start).
+    """Writes one source's results as a fragmented mp4 (plays while written and after a crash).
 
     With an ``annotator`` each frame is drawn with its class map, otherwise the frame is written
     as it came. Odd widths/heights lose their last column/row (yuv420p needs even sizes); a frame
@@ -136,7 +144,7 @@ class VideoFileSink(Sink):
                 "w",
                 format="mp4",
                 # Container-only: `options=` would also hand movflags to the codec, which warns.
-                container_options={"movflags": "+faststart"},
+                container_options=FRAGMENTED_MP4,
             )
             options = (
                 {"crf": str(self.crf), "preset": self.preset} if self.codec in _X264_LIKE else {}

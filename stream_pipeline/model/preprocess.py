@@ -35,9 +35,8 @@ class Preprocessor:
         std = np.asarray(spec.std, dtype=np.float32)
         self._a = (1.0 / (spec.scale * std)).astype(np.float32)
         self._b = (-np.asarray(spec.mean, dtype=np.float32) / std).astype(np.float32)
-        if spec.color == "bgr":
-            self._a = self._a[::-1].copy()
-            self._b = self._b[::-1].copy()
+        # mean and std are in the network's channel order (BGR for a BGR network), as Roboflow
+        # normalises after reordering the channels.
 
     def resized(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Geometry]:
         """One frame resized (and padded) to the input size, still uint8 HWC RGB."""

@@ -106,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--no-masks-in-json", action="store_true", help="leave out rle_mask")
     out.add_argument("--opacity", type=float, default=None, help="overlay opacity (0-1)")
     out.add_argument("--legend", action="store_true", help="draw a legend of present classes")
+    _add_delivery_args(run.add_argument_group("delivery and retention"))
     ctl = run.add_argument_group("control")
     ctl.add_argument("--max-frames", type=int, default=None, help="stop each source after N frames")
     ctl.add_argument("--duration", type=float, default=None, help="stop after S seconds")
@@ -122,6 +123,169 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--id", default=None, help="register under this project/version")
     imp.add_argument("--replace", action="store_true")
     return p
+
+
+def _add_delivery_args(group: Any) -> None:
+    """Flags of the remote sinks (webhook, MQTT), their spool, segments, rotation, retention."""
+    group.add_argument(
+        "--webhook-out",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="POST prediction batches to http(s)://[user:pass@]host/path; repeatable",
+    )
+    group.add_argument(
+        "--webhook-secret", metavar="SECRET", default=None, help="sign bodies (X-Signature-256)"
+    )
+    group.add_argument(
+        "--webhook-batch", metavar="N", type=int, default=16, help="results per request"
+    )
+    group.add_argument(
+        "--webhook-delay-ms", metavar="MS", type=float, default=200.0, help="batching window"
+    )
+    group.add_argument(
+        "--webhook-timeout", metavar="S", type=float, default=10.0, help="seconds per request"
+    )
+    group.add_argument(
+        "--mqtt-out",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="publish to mqtt(s)://[user:pass@]host:port/topic ({job}, {source}); repeatable",
+    )
+    group.add_argument("--mqtt-qos", type=int, choices=[0, 1], default=1)
+    group.add_argument("--mqtt-protocol", choices=["3.1.1", "5"], default="3.1.1")
+    group.add_argument(
+        "--mqtt-payload", choices=["full", "summary"], default="full", help="summary: no masks"
+    )
+    group.add_argument("--mqtt-ca", default=None, metavar="PEM", help="CA bundle for mqtts://")
+    group.add_argument(
+        "--spool-dir",
+        metavar="DIR",
+        default=None,
+        help="remote sinks' spool (default: OUTPUT_DIR/spool)",
+    )
+    group.add_argument(
+        "--spool-size", metavar="SIZE", default="256M", help="bound of each spool on disk"
+    )
+    group.add_argument(
+        "--drain-timeout",
+        metavar="S",
+        type=float,
+        default=60.0,
+        help="seconds to deliver what is pending at end",
+    )
+    group.add_argument(
+        "--segment-seconds",
+        metavar="S",
+        type=float,
+        default=None,
+        help="record --video-out as a folder of segments this long (with an index)",
+    )
+    group.add_argument(
+        "--rotate-size", metavar="SIZE", default=None, help="rotate --predictions-out at SIZE"
+    )
+    group.add_argument(
+        "--rotate-interval", metavar="DUR", default=None, help="rotate --predictions-out every DUR"
+    )
+    group.add_argument(
+        "--retention-age", metavar="DUR", default=None, help="delete segments/rotated files older"
+    )
+    group.add_argument(
+        "--retention-size", metavar="SIZE", default=None, help="keep at most SIZE per sink"
+    )
+
+
+def _delivery_sinks(
+    args: argparse.Namespace, specs: Sequence[Any], sinks: list[Any], output_dir: Path | None
+) -> list[Any]:
+    """``sinks`` with recordings in segments and rotated JSONL where asked, plus remote sinks."""
+    from stream_pipeline.consumers import (
+        JsonlSink,
+        MqttSink,
+        Retention,
+        SegmentedVideoSink,
+        VideoFileSink,
+        WebhookSink,
+    )
+    from stream_pipeline.consumers.remote import spool_directory
+    from stream_pipeline.consumers.rotation import parse_duration, parse_size
+
+    for flag in ("segment_seconds", "drain_timeout", "webhook_batch", "webhook_timeout"):
+        _positive("--" + flag.replace("_", "-"), getattr(args, flag))
+    if args.drain_timeout < 0 or args.webhook_delay_ms < 0:
+        raise ConfigError("--drain-timeout and --webhook-delay-ms must be >= 0")
+    if args.webhook_secret is not None and not args.webhook_out:
+        raise ConfigError("--webhook-secret signs webhook bodies: it needs --webhook-out")
+    retention = Retention(
+        parse_duration(args.retention_age, "--retention-age") if args.retention_age else None,
+        parse_size(args.retention_size, "--retention-size") if args.retention_size else None,
+    )
+    rotate_bytes = parse_size(args.rotate_size, "--rotate-size") if args.rotate_size else None
+    rotate_every = (
+        parse_duration(args.rotate_interval, "--rotate-interval") if args.rotate_interval else None
+    )
+    videos = [s for s in sinks if isinstance(s, VideoFileSink)]
+    jsonl = [s for s in sinks if isinstance(s, JsonlSink)]
+    if args.segment_seconds is not None and not videos:
+        raise ConfigError("--segment-seconds records --video-out in segments: give --video-out")
+    if (rotate_bytes or rotate_every) and not jsonl:
+        raise ConfigError("--rotate-size/--rotate-interval rotate --predictions-out: give it")
+    if retention.active and args.segment_seconds is None and not (rotate_bytes or rotate_every):
+        raise ConfigError("--retention-* applies to --segment-seconds or a rotated JSONL")
+    out: list[Any] = []
+    for sink in sinks:
+        if isinstance(sink, VideoFileSink) and args.segment_seconds is not None:
+            # With segments, --video-out names a folder: rec.mp4 -> rec/.
+            sink = SegmentedVideoSink(
+                sink.path.with_suffix(""),
+                args.segment_seconds,
+                sink.annotator,
+                retention,
+                source_id=sink.source_id,
+            )
+        elif isinstance(sink, JsonlSink) and (rotate_bytes or rotate_every):
+            sink = JsonlSink(
+                sink.path, sink.with_masks, sink.raw, sink.source_id,
+                rotate_bytes, rotate_every, retention,
+            )  # fmt: skip
+        out.append(sink)
+    spool_base = (
+        Path(args.spool_dir)
+        if args.spool_dir
+        else (output_dir / "spool" if output_dir else Path("stream-pipeline-spool"))
+    )
+    spool_bytes = parse_size(args.spool_size, "--spool-size")
+    common: dict[str, Any] = {
+        "spool_bytes": spool_bytes,
+        "drain_timeout": args.drain_timeout,
+        "with_masks": not args.no_masks_in_json,
+    }
+    out += [
+        WebhookSink(
+            url,
+            spool_directory(spool_base, "webhook", url),
+            secret=args.webhook_secret,
+            max_batch=args.webhook_batch,
+            max_delay_ms=args.webhook_delay_ms,
+            timeout=args.webhook_timeout,
+            **common,
+        )
+        for url in args.webhook_out
+    ]
+    out += [
+        MqttSink(
+            url,
+            spool_directory(spool_base, "mqtt", url),
+            qos=args.mqtt_qos,
+            protocol=args.mqtt_protocol,
+            ca_file=args.mqtt_ca,
+            payload=args.mqtt_payload,
+            **common,
+        )
+        for url in args.mqtt_out
+    ]
+    return out
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
@@ -244,10 +408,13 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
             output_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create output folder {output_dir}: {exc.strerror}") from None
-    if not (video_out or predictions_out or masks_out or args.rtsp_out):
+    if (
+        not (video_out or predictions_out or masks_out or args.rtsp_out or args.webhook_out)
+        and not args.mqtt_out
+    ):
         raise ConfigError(
-            "no output: give --video-out, --predictions-out, --masks-out, --rtsp-out "
-            "or --output-dir"
+            "no output: give --video-out, --predictions-out, --masks-out, --rtsp-out, "
+            "--webhook-out, --mqtt-out or --output-dir"
         )
     if args.rtsp_out and len(specs) > 1:
         raise ConfigError("--rtsp-out publishes one source: run one pipeline per camera")
@@ -285,6 +452,7 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
         sinks.append(JsonlSink(predictions_out, with_masks=not args.no_masks_in_json, raw=args.raw))
     if masks_out:
         sinks.append(MasksSink(masks_out))
+    sinks = _delivery_sinks(args, specs, sinks, output_dir)
     return Pipeline(config, sinks, model=model), sinks, output_dir
 
 

@@ -142,3 +142,23 @@ def test_mqtt_out_alone_is_an_output(tmp_path: Path, tiny_package: Path) -> None
     assert done.returncode == 0, done.stderr
     sinks = json.loads(done.stdout.splitlines()[-1])["sinks"]
     assert sinks[0]["type"] == "mqtt" and sinks[0]["pending"] == 3 and sinks[0]["delivered"] == 0
+
+
+def test_kill_9_of_a_single_file_recording_leaves_a_file_that_plays(
+    tmp_path: Path, tiny_package: Path
+) -> None:
+    out = tmp_path / "out.mp4"
+    log = tmp_path / "run.log"
+    args = ["run", "--model", str(tiny_package), "--source", LIVE, "--video-out", str(out)]
+    proc = _start([*args, "--quiet"], tmp_path, log)
+    try:
+        deadline = time.monotonic() + 30
+        # Two seconds of video at least (fragments are cut every second).
+        while time.monotonic() < deadline and (not out.exists() or out.stat().st_size < 20_000):
+            assert proc.poll() is None, log.read_text()[-2000:]
+            time.sleep(0.1)
+        time.sleep(1.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    assert probe_frames(out) >= 30

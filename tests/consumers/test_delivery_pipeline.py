@@ -48,7 +48,10 @@ async def test_every_frame_reaches_webhook_and_mqtt_as_in_the_jsonl(
         items = sub.wait_for(45)
     finally:
         sub.close()
-    written = [json.loads(line)["inference_id"] for line in (tmp_path / "pred.jsonl").open()]
+    written = [
+        json.loads(line)["inference_id"]
+        for line in (tmp_path / "pred.jsonl").read_text().splitlines()
+    ]
     assert len(written) == 45
     assert [i["inference_id"] for i in webhook_receiver.accepted()] == written
     assert [i["inference_id"] for i in items] == written

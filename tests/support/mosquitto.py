@@ -62,8 +62,10 @@ class Broker:
 
     def start(self) -> None:
         assert self.proc is None
-        log = (self.directory / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.config)], stderr=log, stdout=log)
+        with (self.directory / "mosquitto.log").open("ab") as log:  # the child keeps its copy
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.config)], stderr=log, stdout=log
+            )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with (

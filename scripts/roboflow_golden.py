@@ -120,10 +120,52 @@ PACKAGES: dict[str, dict[str, Any]] = {
         },
         "recommended": None,
     },
+    # image_pre_processing: a static crop (the class map goes back on the whole frame),
+    # grayscale and contrast stretching; then histogram equalisation on a letterboxed crop.
+    "crop-gray": {
+        "class_names": ["background", "road", "vehicle", "person"],
+        "channels": 4,
+        "frames": [(131, 101), (40, 30)],
+        "image_pre_processing": {
+            "static-crop": {"enabled": True, "x_min": 10, "y_min": 20, "x_max": 90, "y_max": 100},
+            "grayscale": {"enabled": True},
+            "contrast": {"enabled": True, "type": "Contrast Stretching"},
+        },
+        "network_input": {
+            "training_input_size": {"height": 48, "width": 64},
+            "dynamic_spatial_size_supported": False,
+            "color_mode": "rgb",
+            "resize_mode": "stretch",
+            "input_channels": 3,
+            "scaling_factor": 255,
+            "normalization": IMAGENET,
+        },
+        "recommended": None,
+    },
+    "histeq": {
+        "class_names": ["background", "road", "vehicle", "person"],
+        "channels": 4,
+        "frames": [(131, 101), (57, 20)],
+        "image_pre_processing": {
+            "auto-orient": {"enabled": True},
+            "static-crop": {"enabled": True, "x_min": 5, "y_min": 5, "x_max": 70, "y_max": 95},
+            "contrast": {"enabled": True, "type": "Histogram Equalization"},
+        },
+        "network_input": {
+            "training_input_size": {"height": 48, "width": 64},
+            "dynamic_spatial_size_supported": False,
+            "color_mode": "rgb",
+            "resize_mode": "letterbox",
+            "input_channels": 3,
+            "scaling_factor": 255,
+            "normalization": IMAGENET,
+        },
+        "recommended": None,
+    },
 }
 
 # (width, height): larger than the logits (upscale), smaller (downscale), and mixed.
-FRAMES = [(203, 157), (203, 97), (11, 9), (10, 5), (13, 60)]
+FRAMES = [(131, 101), (151, 67), (11, 9), (10, 5), (13, 60)]
 MODES: list[Any] = ["best", "default", 0.4, 0.7]
 
 
@@ -190,6 +232,8 @@ def main() -> int:
         )
         (pkg / "class_names.txt").write_text("\n".join(spec["class_names"]) + "\n")
         config = {"network_input": spec["network_input"]}
+        if "image_pre_processing" in spec:
+            config["image_pre_processing"] = spec["image_pre_processing"]
         (pkg / "inference_config.json").write_text(json.dumps(config, indent=2) + "\n")
         if spec["recommended"] is not None:
             # What our cache keeps beside a hosted package (model_config.json's snake_case).

@@ -33,6 +33,12 @@ class Geometry:
     content_y: int
     content_width: int
     content_height: int
+    # A static crop: the frame above is the crop, placed at (crop_x, crop_y) on a canvas of
+    # canvas_width × canvas_height (0: no crop, the frame is the whole picture).
+    crop_x: int = 0
+    crop_y: int = 0
+    canvas_width: int = 0
+    canvas_height: int = 0
 
 
 def geometry_for(frame_width: int, frame_height: int, spec: InputSpec) -> Geometry:

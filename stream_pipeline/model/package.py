@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from stream_pipeline.errors import ModelError, ModelNotFoundError
 
-__all__ = ["InputSpec", "ModelPackage", "Recommended"]
+__all__ = ["CONTRAST_TYPES", "ImageSteps", "InputSpec", "ModelPackage", "Recommended"]
 
 ResizeMode = Literal["stretch", "letterbox"]
 ColorOrder = Literal["rgb", "bgr"]
@@ -40,6 +40,23 @@ class InputSpec:
     padding_value: int = 0
 
 
+CONTRAST_TYPES = ("adaptive-equalization", "contrast-stretching", "histogram-equalization")
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSteps:
+    """Roboflow's ``image_pre_processing``, applied to the frame before the resize.
+
+    ``static_crop`` is ``(x_min, y_min, x_max, y_max)`` in percent of the frame; the class map is
+    placed back on the full frame (background, confidence 0 outside the crop). ``contrast`` is one
+    of :data:`CONTRAST_TYPES`.
+    """
+
+    static_crop: tuple[int, int, int, int] | None = None
+    grayscale: bool = False
+    contrast: str | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Recommended:
     """Thresholds the package recommends (used by the ``best`` confidence mode)."""
@@ -60,6 +77,8 @@ class ModelPackage:
     default_confidence: float = 0.5
     recommended: Recommended = field(default_factory=Recommended)
     colors: Mapping[str, str] = field(default_factory=dict)
+    image_steps: ImageSteps = field(default_factory=ImageSteps)
+    source: str = "model.json"  # the package's format: model.json, inference-models, legacy
 
     @property
     def background_id(self) -> int:

@@ -81,6 +81,21 @@ def _axes(logits: npt.NDArray[Any], geo: Geometry) -> tuple[Any, Any]:
     return ys, xs
 
 
+def _on_canvas(
+    class_map: npt.NDArray[Any], conf: npt.NDArray[np.float32], geo: Geometry, head: Head
+) -> tuple[npt.NDArray[Any], npt.NDArray[np.float32]]:
+    """A static crop's maps placed back on the whole frame: background, confidence 0 around it."""
+    if not geo.canvas_width:
+        return class_map, conf
+    full_cls = np.full((geo.canvas_height, geo.canvas_width), head.background_id, class_map.dtype)
+    full_conf = np.zeros((geo.canvas_height, geo.canvas_width), np.float32)
+    rows = slice(geo.crop_y, geo.crop_y + geo.frame_height)
+    cols = slice(geo.crop_x, geo.crop_x + geo.frame_width)
+    full_cls[rows, cols] = class_map
+    full_conf[rows, cols] = conf
+    return full_cls, full_conf
+
+
 def postprocess_reference(
     logits: npt.NDArray[np.floating[Any]], geo: Geometry, head: Head
 ) -> tuple[npt.NDArray[np.unsignedinteger[Any]], npt.NDArray[np.float32]]:
@@ -107,7 +122,7 @@ def postprocess_reference(
     below = conf < head.thresholds[class_map]
     class_map = np.where(below, head.background_id, class_map)
     conf = np.where(below, 0.0, conf)
-    return class_map.astype(head.class_dtype), conf.astype(np.float32)
+    return _on_canvas(class_map.astype(head.class_dtype), conf.astype(np.float32), geo, head)
 
 
 # exp(x) for x ≤ 0 as 2^n · 2^f with n = x·log2(e) rounded and f in (-0.5, 0.5]: a degree-7
@@ -247,4 +262,4 @@ def postprocess_fast(
             _EXP2_POLY,
         )
         start = stop
-    return class_map, conf
+    return _on_canvas(class_map, conf, geo, head)

@@ -7,13 +7,15 @@ letterbox pads with the package's ``padding_value`` (0 by default) before normal
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
 from stream_pipeline.model.geometry import Geometry, geometry_for
-from stream_pipeline.model.package import InputSpec
+from stream_pipeline.model.image_steps import apply_image_steps
+from stream_pipeline.model.package import ImageSteps, InputSpec
 
 __all__ = ["Preprocessor", "resize_linear"]
 
@@ -29,8 +31,9 @@ def resize_linear(rgb: npt.NDArray[np.uint8], width: int, height: int) -> npt.ND
 class Preprocessor:
     """Turns host RGB frames into a normalised NCHW float32 batch for one :class:`InputSpec`."""
 
-    def __init__(self, spec: InputSpec) -> None:
+    def __init__(self, spec: InputSpec, steps: ImageSteps | None = None) -> None:
         self.spec = spec
+        self.steps = steps or ImageSteps()
         # (x / scale - mean) / std == x * a + b, per channel: one multiply-add per value.
         std = np.asarray(spec.std, dtype=np.float32)
         self._a = (1.0 / (spec.scale * std)).astype(np.float32)
@@ -40,8 +43,14 @@ class Preprocessor:
 
     def resized(self, rgb: npt.NDArray[np.uint8]) -> tuple[npt.NDArray[np.uint8], Geometry]:
         """One frame resized (and padded) to the input size, still uint8 HWC RGB."""
+        full_h, full_w = rgb.shape[:2]
+        rgb, (crop_x, crop_y) = apply_image_steps(rgb, self.steps)
         h, w = rgb.shape[:2]
         geo = geometry_for(w, h, self.spec)
+        if (w, h) != (full_w, full_h):
+            geo = replace(
+                geo, crop_x=crop_x, crop_y=crop_y, canvas_width=full_w, canvas_height=full_h
+            )
         img = resize_linear(rgb, geo.content_width, geo.content_height)
         if self.spec.resize == "letterbox":
             canvas = np.full(

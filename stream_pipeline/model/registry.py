@@ -1,7 +1,10 @@
 """Resolving model references: registry ids (``project/version``), package paths, bare ONNX.
 
-The registry is a directory holding ``project/version/{model.onnx,model.json}``. The package ships
-one default model (``street-default/1``, alias ``default``) so everything runs offline.
+The registry is a directory holding ``project/version/`` packages in any supported layout: ours
+(``model.onnx`` + ``model.json``), Roboflow's inference-models one (``weights.onnx`` +
+``inference_config.json`` + ``class_names.txt``, as hosted models are cached) or its legacy one
+(``weights.onnx`` + ``environment.json``). The package ships one default model
+(``street-default/1``, alias ``default``) so everything runs offline.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ from pathlib import Path
 
 from stream_pipeline.errors import ModelError, ModelNotFoundError
 from stream_pipeline.model.package import ModelPackage
+from stream_pipeline.model.roboflow import detect_format, load_roboflow
 
 __all__ = [
     "DEFAULT_MODEL_ID",
     "default_package_dir",
     "import_package",
     "list_packages",
+    "load_package_dir",
+    "package_files",
     "resolve_package",
 ]
 
@@ -30,6 +36,36 @@ _MODEL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$
 def default_package_dir() -> Path:
     """Directory of the shipped default model package."""
     return Path(__file__).resolve().parent / "default"
+
+
+def load_package_dir(directory: Path, model_id: str | None = None) -> ModelPackage:
+    """A package directory in any supported layout (see the module docstring)."""
+    kind = detect_format(directory)
+    if kind == "model.json" or (kind is None and (directory / "model.onnx").is_file()):
+        return ModelPackage.load(directory)  # names the missing model.json
+    if kind is not None:
+        return load_roboflow(directory, model_id)
+    if not directory.is_dir():
+        raise ModelNotFoundError(f"model package directory not found: {directory}")
+    if (directory / "weights.onnx").is_file():
+        raise ModelError(f"{directory}: missing inference_config.json (or environment.json)")
+    raise ModelError(
+        f"{directory}: not a model package (expected model.onnx + model.json, or Roboflow's "
+        "weights.onnx + inference_config.json + class_names.txt, or weights.onnx + "
+        "environment.json)"
+    )
+
+
+def package_files(directory: Path) -> list[str]:
+    """The files that make up the package in ``directory`` (what an import copies)."""
+    kind = detect_format(directory)
+    names = {
+        "model.json": ["model.onnx", "model.json"],
+        "inference-models": ["weights.onnx", "inference_config.json", "class_names.txt"],
+        "legacy": ["weights.onnx", "environment.json", "class_names.txt"],
+    }.get(kind or "", [])
+    optional = ["model_config.json", "class_names.txt"]
+    return [n for n in dict.fromkeys(names + optional) if (directory / n).is_file()]
 
 
 def _is_model_id(ref: str) -> bool:
@@ -52,7 +88,7 @@ def resolve_package(
         return ModelPackage.load(default_package_dir())
     path = Path(ref).expanduser()
     if path.is_dir():
-        return ModelPackage.load(path)
+        return load_package_dir(path)
     if path.suffix.lower() == ".onnx":
         if not path.is_file():
             raise ModelNotFoundError(f"ONNX file not found: {path}")
@@ -62,8 +98,8 @@ def resolve_package(
         return ModelPackage.from_bare_onnx(path, class_names, width, height)
     if _is_model_id(ref):
         candidate = registry / ref
-        if candidate.is_dir():
-            return ModelPackage.load(candidate)
+        if candidate.is_dir() and detect_format(candidate) is not None:
+            return load_package_dir(candidate, model_id=ref)
         if ref == DEFAULT_MODEL_ID:
             return ModelPackage.load(default_package_dir())
         raise ModelNotFoundError(
@@ -96,8 +132,9 @@ def list_packages(registry: Path) -> list[tuple[str, Path]]:
     found = [(DEFAULT_MODEL_ID + " (shipped, alias 'default')", default_package_dir())]
     if registry.is_dir():
         found.extend(
-            (f"{meta.parent.parent.name}/{meta.parent.name}", meta.parent)
-            for meta in sorted(registry.glob("*/*/model.json"))
+            (f"{d.parent.name}/{d.name}", d)
+            for d in sorted(registry.glob("*/*"))
+            if d.is_dir() and not d.name.startswith(".") and detect_format(d) is not None
         )
     return found
 
@@ -112,11 +149,11 @@ def import_package(
     """
     from stream_pipeline.model.session import OnnxSession
 
-    package = ModelPackage.load(source)
-    OnnxSession(package, device="cpu", threads=1)  # proves model.onnx loads and fits class_names
+    package = load_package_dir(source, model_id)
+    OnnxSession(package, device="cpu", threads=1)  # proves the network loads and fits the classes
     target_id = model_id or package.model_id
     if not _is_model_id(target_id):
-        raise ModelError(f"model id {target_id!r} must look like project/version")
+        raise ModelError(f"model id {target_id!r} must look like project/version (give --id)")
     dest = registry / target_id
     if dest.exists() and not replace:
         raise ModelError(f"model {target_id!r} already exists in {registry} (use --replace)")
@@ -126,9 +163,9 @@ def import_package(
     except OSError as exc:
         raise ModelError(f"cannot write to the registry {registry}: {exc.strerror}") from None
     try:
-        for name in ("model.onnx", "model.json"):
+        for name in package_files(source):
             shutil.copy2(source / name, staging / name)
-        if model_id and model_id != package.model_id:
+        if package.source == "model.json" and model_id and model_id != package.model_id:
             import json
 
             meta = json.loads((staging / "model.json").read_text(encoding="utf-8"))

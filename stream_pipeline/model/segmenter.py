@@ -30,7 +30,7 @@ class SegmentationModel:
     def __init__(self, package: ModelPackage, device: str = "auto", threads: int | None = None):
         self.package = package
         self.session = OnnxSession(package, device=device, threads=threads)
-        self.preprocessor = Preprocessor(package.input)
+        self.preprocessor = Preprocessor(package.input, package.image_steps)
         self._heads: dict[tuple[int, str, float | None], Head] = {}
 
     @property

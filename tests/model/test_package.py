@@ -65,6 +65,9 @@ def test_missing_files(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"missing model\.onnx"):
         resolve_package(str(pkg), tmp_path)
     (pkg / "model.json").unlink()
+    with pytest.raises(ModelError, match=r"not a model package \(expected model\.onnx \+ model"):
+        resolve_package(str(pkg), tmp_path)
+    write_conv_net(pkg / "model.onnx", len(NAMES))
     with pytest.raises(ModelError, match=r"missing model\.json"):
         resolve_package(str(pkg), tmp_path)
 

@@ -9,6 +9,7 @@ implementations and the whole model must agree on ≥ 99.99 % of pixels in every
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from stream_pipeline.model.geometry import geometry_for
-from stream_pipeline.model.package import InputSpec, ModelPackage, Recommended
+from stream_pipeline.model.geometry import Geometry
+from stream_pipeline.model.package import ModelPackage
 from stream_pipeline.model.postprocess import Head, postprocess_fast, postprocess_reference
 from stream_pipeline.model.preprocess import Preprocessor
+from stream_pipeline.model.registry import load_package_dir
+from stream_pipeline.model.segmenter import SegmentationModel
 from stream_pipeline.model.serialize import confidence_u8
 from stream_pipeline.model.thresholds import class_thresholds
 
@@ -40,34 +43,16 @@ def _arrays() -> dict[str, npt.NDArray[Any]]:
         return {k: z[k] for k in z.files}
 
 
-def _spec(package: str) -> InputSpec:
-    config = json.loads((FIXTURES / "packages" / package / "inference_config.json").read_text())
-    ni = config["network_input"]
-    mean, std = ni.get("normalization") or ([0.0] * 3, [1.0] * 3)
-    return InputSpec(
-        width=ni["training_input_size"]["width"],
-        height=ni["training_input_size"]["height"],
-        resize=ni["resize_mode"],
-        color=ni["color_mode"],
-        scale=float(ni.get("scaling_factor") or 1.0),
-        mean=tuple(mean),
-        std=tuple(std),
-        padding_value=ni.get("padding_value") or 0,
-    )
+def _package(name: str, activation: str = "softmax") -> ModelPackage:
+    # Read by our own loader for Roboflow's inference-models layout (what the script wrote).
+    pkg = load_package_dir(FIXTURES / "packages" / name)
+    if activation == "sigmoid":  # the same logits through RF-DETR-sem's sigmoid head
+        pkg = replace(pkg, activation="sigmoid", default_confidence=0.4)
+    return pkg
 
 
-def _package(name: str, activation: str) -> ModelPackage:
-    info = _index()["packages"][name]
-    rec = info["recommended"] or {}
-    return ModelPackage(
-        model_id=f"golden/{name}",
-        onnx_path=FIXTURES / "packages" / name / "weights.onnx",
-        class_names=tuple(info["class_names"]),
-        input=_spec(name),
-        activation="sigmoid" if activation == "sigmoid" else "softmax",
-        default_confidence=_index()["default_confidence"][activation],
-        recommended=Recommended(rec.get("confidence"), rec.get("per_class_confidence") or {}),
-    )
+def _geometry(pkg: ModelPackage, image: npt.NDArray[np.uint8]) -> Geometry:
+    return Preprocessor(pkg.input, pkg.image_steps).resized(image)[1]
 
 
 def _mode(mode: str | float) -> tuple[str, float | None]:
@@ -94,7 +79,8 @@ def _agreement(ours: npt.NDArray[Any], theirs: npt.NDArray[Any]) -> float:
 @pytest.mark.parametrize("case_id", [c["id"] for c in _index()["cases"]])
 def test_network_input_matches_roboflow(case_id: str) -> None:
     case, arrays = _case(case_id), _arrays()
-    batch, _ = Preprocessor(_spec(case["package"]))([arrays[f"{case_id}/image"]])
+    pkg = _package(case["package"])
+    batch, _ = Preprocessor(pkg.input, pkg.image_steps)([arrays[f"{case_id}/image"]])
     theirs = arrays[f"{case_id}/input"]
     assert batch[0].shape == theirs.shape
     np.testing.assert_allclose(batch[0], theirs, atol=1e-5)
@@ -103,11 +89,10 @@ def test_network_input_matches_roboflow(case_id: str) -> None:
 @pytest.mark.parametrize("case_id,activation,mode", CASES)
 def test_postprocess_matches_roboflow(case_id: str, activation: str, mode: str | float) -> None:
     case, arrays = _case(case_id), _arrays()
-    width, height = case["frame"]
     pkg = _package(case["package"], activation)
     logits = arrays[f"{case_id}/logits"]
     head = Head.for_package(pkg, logits.shape[0], class_thresholds(pkg, *_mode(mode)))
-    geo = geometry_for(width, height, pkg.input)
+    geo = _geometry(pkg, arrays[f"{case_id}/image"])
     key = f"{case_id}/{activation}/{mode}"
     theirs_cls, theirs_c8 = arrays[f"{key}/class_map"], arrays[f"{key}/conf_u8"]
     for post in (postprocess_fast, postprocess_reference):
@@ -130,22 +115,37 @@ def test_serialised_confidence_is_exact_on_nearly_every_pixel(post: Any) -> None
         pkg = _package(case["package"], activation)
         logits = arrays[f"{case_id}/logits"]
         head = Head.for_package(pkg, logits.shape[0], class_thresholds(pkg, *_mode(mode)))
-        width, height = case["frame"]
-        _, conf = post(logits, geometry_for(width, height, pkg.input), head)
+        _, conf = post(logits, _geometry(pkg, arrays[f"{case_id}/image"]), head)
         theirs = arrays[f"{case_id}/{activation}/{mode}/conf_u8"]
         same += int((confidence_u8(conf) == theirs).sum())
         total += theirs.size
     assert same / total >= MIN_AGREEMENT, f"{total - same} of {total} pixels differ"
 
 
+@pytest.mark.parametrize("package", sorted(_index()["packages"]))
+def test_whole_model_from_the_folder_matches_roboflow(package: str) -> None:
+    # Roboflow's folder layout loaded as it is, run end to end: preprocess, onnxruntime, postprocess.
+    model = SegmentationModel(_package(package), device="cpu", threads=1)
+    arrays = _arrays()
+    for case in (c for c in _index()["cases"] if c["package"] == package):
+        image = arrays[f"{case['id']}/image"]
+        logits, *_ = model.infer([image])
+        np.testing.assert_allclose(logits[0], arrays[f"{case['id']}/logits"], atol=1e-4)
+        activation = case["activations"][0]
+        for mode in case["modes"]:
+            (result,) = model.segment_batch([image], *_mode(mode))
+            key = f"{case['id']}/{activation}/{mode}"
+            assert _agreement(result.class_map, arrays[f"{key}/class_map"]) >= MIN_AGREEMENT, key
+
+
 def test_fixtures_cover_every_mode_layout_and_direction() -> None:
     cases = _index()["cases"]
-    layouts = {_spec(c["package"]).resize for c in cases}
+    layouts = {_package(c["package"]).input.resize for c in cases}
     assert layouts == {"stretch", "letterbox"}
     logit_hw = {c["id"]: c["logits_shape"][1:] for c in cases}
     down = [c for c in cases if c["frame"][0] < logit_hw[c["id"]][1]]
     up = [c for c in cases if c["frame"][0] > logit_hw[c["id"]][1]]
-    assert {_spec(c["package"]).resize for c in down} == layouts
-    assert {_spec(c["package"]).resize for c in up} == layouts
+    assert {_package(c["package"]).input.resize for c in down} == layouts
+    assert {_package(c["package"]).input.resize for c in up} == layouts
     assert {str(m) for c in cases for m in c["modes"]} == {"best", "default", "0.4", "0.7"}
     assert {a for c in cases for a in c["activations"]} == {"softmax", "sigmoid", "binary"}

@@ -1,0 +1,1 @@
+"""Hosted Roboflow models: the weights API client, downloads and the offline cache."""

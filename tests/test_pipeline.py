@@ -197,3 +197,47 @@ async def test_pipeline_from_workflow(tiny_package: Path) -> None:
     async with Pipeline(cfg) as p:
         got = [r async for r in p.results()]
     assert len(got) == 5 and all(r.class_map.shape == (48, 64) for r in got)
+
+
+async def test_sinks_attached_after_prepare_are_fed(
+    tmp_path: Path, tiny_model: SegmentationModel
+) -> None:
+    from stream_pipeline.errors import ConfigError
+
+    cfg = _config(SourceSpec("synthetic://street?frames=20&width=64&height=48", id="s"))
+    late = tmp_path / "late.jsonl"
+    async with Pipeline(cfg, model=tiny_model) as p:
+        with pytest.raises(ConfigError, match="attach_sink"):
+            p.add_sink(JsonlSink(late))  # would never be opened: refused, not ignored
+        await p.attach_sink(JsonlSink(late))
+        await p.run()
+    assert len(late.read_text().splitlines()) == 20
+    sink = p.status().sinks[0]
+    assert (sink.type, sink.delivered, sink.state) == ("jsonl", 20, "closed")
+
+
+async def test_pipelines_share_an_engine(tiny_model: SegmentationModel) -> None:
+    from stream_pipeline.engine import Engine
+
+    async with Engine(device="cpu", max_batch=8, max_wait_ms=20) as engine:
+        specs = [
+            SourceSpec(f"synthetic://street?seed={i}&frames=30&width=64&height=48", id=f"p{i}")
+            for i in range(2)
+        ]
+        jobs = [
+            Pipeline(
+                _config(spec, confidence_mode=mode, custom_confidence=c),
+                model=tiny_model,
+                engine=engine,
+            )
+            for spec, (mode, c) in zip(specs, (("custom", 0.9), ("default", None)), strict=True)
+        ]
+        async with jobs[0] as a, jobs[1] as b:
+            got = await asyncio.gather(_all(a), _all(b))
+        assert [len(g) for g in got] == [30, 30]
+        assert max(r.timings.batch_size for g in got for r in g) > 1
+        assert engine.error is None
+
+
+async def _all(p: Pipeline) -> list[SegResult]:
+    return [r async for r in p.results()]

@@ -180,6 +180,8 @@ class Engine:
                 await self._join_source(handle)
             for runner in list(self._sinks):
                 await runner.close()
+            if self._releasing:
+                await asyncio.gather(*self._releasing, return_exceptions=True)
             for entry in list(self._models.values()):
                 await self._stop_model(entry)
         finally:
@@ -384,12 +386,17 @@ class Engine:
             handle.attachment.ring.close()
         handle.model.batcher.doorbell.set()
 
-    async def remove_source(self, source_id: str, hard: bool = False) -> None:
+    async def remove_source(
+        self, source_id: str, hard: bool = False, missing_ok: bool = False
+    ) -> None:
         """Stop a source and wait until it is gone: its thread, ring and decoder freed.
 
         A soft remove lets its buffered frames finish; a hard one drops them. Other sources never
-        pause.
+        pause. An id that is not attached (never was, or already ended) is a
+        :class:`ConfigError` unless ``missing_ok``.
         """
+        if missing_ok and source_id not in self._sources:
+            return
         handle = self._handle(source_id)
         self._halt(handle, hard)
         await self._join_source(handle)
@@ -424,11 +431,18 @@ class Engine:
             return
         del self._sources[handle.id]
         self.router.source_ended(handle.id)
-        if not handle.finished.done():
-            handle.finished.set_result(None)
-        task = self.loop.create_task(self._release(handle.model))
+        task = self.loop.create_task(self._complete(handle))
         self._releasing.add(task)
         task.add_done_callback(self._releasing.discard)
+
+    async def _complete(self, handle: SourceHandle) -> None:
+        """Release the source's model (stopping its worker when it was the last user), then
+        resolve ``finished``: whoever awaits it sees the engine as the source left it."""
+        try:
+            await self._release(handle.model)
+        finally:
+            if not handle.finished.done():
+                handle.finished.set_result(None)
 
     def _dispatch(self, result: SegResult, attachment: Attachment) -> None:
         """From the postprocess thread: count, time and fan a result out."""

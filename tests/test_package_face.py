@@ -1,0 +1,34 @@
+"""The package's face is lazy and leaves the process environment alone."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_importing_errors_loads_no_runtime() -> None:
+    code = (
+        "import os, sys\n"
+        "before = dict(os.environ)\n"
+        "import stream_pipeline, stream_pipeline.errors\n"
+        "from stream_pipeline import ConfigError\n"
+        "heavy = [m for m in ('onnxruntime', 'av', 'numba', 'aiortc') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "assert dict(os.environ) == before, 'the environment changed on import'\n"
+        "assert issubclass(ConfigError, ValueError)\n"
+        "from stream_pipeline import Pipeline, load_model\n"
+        "assert 'onnxruntime' in sys.modules and callable(load_model) and Pipeline\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_unknown_name_is_an_attribute_error() -> None:
+    import stream_pipeline
+
+    try:
+        stream_pipeline.NoSuchThing  # type: ignore[attr-defined]  # noqa: B018
+    except AttributeError as exc:
+        assert "NoSuchThing" in str(exc)
+    else:
+        raise AssertionError("expected AttributeError")

@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -73,6 +74,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     mdl.add_argument("--class-names", default=None, help="comma-separated, for a bare .onnx")
     mdl.add_argument("--input-size", default=None, metavar="WxH", help="for a bare dynamic .onnx")
+    mdl.add_argument(
+        "--api-key", default=None, help="Roboflow API key for hosted models ($ROBOFLOW_API_KEY)"
+    )
+    mdl.add_argument(
+        "--offline", action="store_true", help="never download: cached models only"
+    )
     mdl.add_argument("--confidence-mode", choices=CONFIDENCE_MODES, default=None)
     mdl.add_argument("--custom-confidence", type=float, default=None)
     mdl.add_argument("--workflow", default=None, metavar="FILE", help="Roboflow workflow JSON")
@@ -115,8 +122,11 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="manage the local model registry")
     msub = models.add_subparsers(dest="models_command", parser_class=_Parser)
-    msub.add_parser("list", help="list registered models")
-    show = msub.add_parser("show", help="show a model's model.json and network")
+    msub.add_parser("list", help="list registered models and where each came from")
+    pull = msub.add_parser("pull", help="download a hosted Roboflow model into the registry")
+    pull.add_argument("model", metavar="project/version")
+    pull.add_argument("--api-key", default=None, help="Roboflow API key ($ROBOFLOW_API_KEY)")
+    show = msub.add_parser("show", help="show a model's package and network")
     show.add_argument("model")
     imp = msub.add_parser("import", help="validate a package dir and copy it into the registry")
     imp.add_argument("path")
@@ -426,6 +436,8 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
         class_names=class_names,
         input_size=input_size,
         registry=read_environment().models_dir,
+        api_key=args.api_key,
+        offline=True if args.offline else None,
     )
     sinks: list[Any] = []
     many = len(specs) > 1
@@ -473,29 +485,59 @@ def _cmd_models(args: argparse.Namespace) -> int:
     from stream_pipeline.model.registry import import_package, list_packages, resolve_package
     from stream_pipeline.model.session import OnnxSession
 
-    registry = read_environment().models_dir
+    env = read_environment()
+    registry = env.models_dir
     if args.models_command == "list":
+        from stream_pipeline.hub.cache import hosted_source
+        from stream_pipeline.model.roboflow import detect_format
+
         print(f"registry: {registry}")
         for model_id, path in list_packages(registry):
-            print(f"{model_id}\t{path}")
+            hosted = hosted_source(path)
+            source = (
+                f"roboflow {hosted.get('api_host')} (pulled {hosted.get('pulled_at')})"
+                if hosted
+                else f"local ({detect_format(path)})"
+            )
+            print(f"{model_id}\t{source}\t{path}")
+        return 0
+    if args.models_command == "pull":
+        from stream_pipeline.hub.cache import pull
+        from stream_pipeline.model.registry import is_model_id
+
+        if not is_model_id(args.model):
+            raise ConfigError(f"models pull needs project/version, got {args.model!r}")
+        path = pull(args.model, registry, args.api_key or env.api_key, env.api_host, env.offline)
+        print(f"{args.model}\t{path}")
         return 0
     if args.models_command == "show":
         package = resolve_package(args.model, registry)
         session = OnnxSession(package, device="cpu", threads=1)
-        meta = json.loads((package.onnx_path.parent / "model.json").read_text(encoding="utf-8"))
-        meta["_path"] = str(package.onnx_path.parent)
-        meta["_onnx"] = {
-            "input": session.input_name,
-            "output_channels": session.channels,
-            "static_batch": session.static_batch,
+        info = {
+            "model_id": package.model_id,
+            "format": package.source,
+            "path": str(package.onnx_path.parent),
+            "class_names": list(package.class_names),
+            "input": asdict(package.input),
+            "activation": package.activation,
+            "default_confidence": package.default_confidence,
+            "recommended": {
+                "confidence": package.recommended.confidence,
+                "per_class_confidence": dict(package.recommended.per_class_confidence),
+            },
+            "onnx": {
+                "input": session.input_name,
+                "output_channels": session.channels,
+                "static_batch": session.static_batch,
+            },
         }
-        print(json.dumps(meta, indent=2))
+        print(json.dumps(info, indent=2))
         return 0
     if args.models_command == "import":
         model_id, dest = import_package(Path(args.path), registry, args.id, args.replace)
         print(f"imported {model_id} into {dest}")
         return 0
-    _fail("models needs a command: list, show or import")
+    _fail("models needs a command: list, pull, show or import")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

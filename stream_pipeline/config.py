@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Environment", "apply_runtime_defaults", "read_environment"]
+__all__ = ["DEFAULT_API_HOST", "Environment", "apply_runtime_defaults", "read_environment"]
+
+
+DEFAULT_API_HOST = "https://api.roboflow.com"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,18 +18,32 @@ class Environment:
 
     ``models_dir``: the local model registry (``$STREAM_PIPELINE_MODELS``, else
     ``$XDG_CACHE_HOME/stream_pipeline/models``, else ``~/.cache/stream_pipeline/models``).
+    ``api_key``: the Roboflow API key for hosted models (``$ROBOFLOW_API_KEY``; never logged).
+    ``api_host``: Roboflow's API (``$ROBOFLOW_API_HOST``, default ``https://api.roboflow.com``).
+    ``offline``: never touch the network for models (``$STREAM_PIPELINE_OFFLINE`` = 1/true/yes).
     """
 
     models_dir: Path
+    api_key: str | None = field(default=None, repr=False)
+    api_host: str = DEFAULT_API_HOST
+    offline: bool = False
 
 
 def read_environment() -> Environment:
     """Read the environment variables this package understands."""
     explicit = os.environ.get("STREAM_PIPELINE_MODELS")
     if explicit:
-        return Environment(models_dir=Path(explicit).expanduser())
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Environment(models_dir=Path(cache) / "stream_pipeline" / "models")
+        models_dir = Path(explicit).expanduser()
+    else:
+        cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        models_dir = Path(cache) / "stream_pipeline" / "models"
+    offline = os.environ.get("STREAM_PIPELINE_OFFLINE", "").strip().lower()
+    return Environment(
+        models_dir=models_dir,
+        api_key=os.environ.get("ROBOFLOW_API_KEY") or None,
+        api_host=(os.environ.get("ROBOFLOW_API_HOST") or DEFAULT_API_HOST).rstrip("/"),
+        offline=offline in ("1", "true", "yes", "on"),
+    )
 
 
 def apply_runtime_defaults() -> None:

@@ -10,8 +10,15 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "EngineError",
+    "HubAccountError",
+    "HubAuthError",
+    "HubError",
+    "HubIntegrityError",
+    "HubModelNotFoundError",
+    "HubUnavailableError",
     "ModelError",
     "ModelNotFoundError",
+    "OfflineError",
     "SinkError",
     "SourceError",
     "SourceOpenError",
@@ -54,3 +61,31 @@ class SinkError(StreamPipelineError, OSError):
 
 class EngineError(StreamPipelineError, RuntimeError):
     """The engine cannot take the request: it is closing, or its worker failed."""
+
+
+class HubError(StreamPipelineError, OSError):
+    """A hosted Roboflow model could not be fetched. Messages never contain the API key."""
+
+
+class HubAuthError(HubError, PermissionError):
+    """Roboflow refused the API key (401/403)."""
+
+
+class HubAccountError(HubError, PermissionError):
+    """Roboflow refused the account: payment required (402) or usage paused (423)."""
+
+
+class HubModelNotFoundError(HubError, FileNotFoundError):
+    """Roboflow has no such model for this key (404)."""
+
+
+class HubUnavailableError(HubError, ConnectionError):
+    """Roboflow's API or its file storage did not answer (5xx, timeouts), after retries."""
+
+
+class HubIntegrityError(HubError):
+    """A downloaded file does not match its MD5, or the package is unusable (no ONNX backend)."""
+
+
+class OfflineError(ModelNotFoundError):
+    """Offline mode is on and the model is not in the local cache."""

@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_MODEL_ID",
     "default_package_dir",
     "import_package",
+    "is_model_id",
     "list_packages",
     "load_package_dir",
     "package_files",
@@ -68,7 +69,8 @@ def package_files(directory: Path) -> list[str]:
     return [n for n in dict.fromkeys(names + optional) if (directory / n).is_file()]
 
 
-def _is_model_id(ref: str) -> bool:
+def is_model_id(ref: str) -> bool:
+    """Whether ``ref`` has the form of a registry id, ``project/version``."""
     return bool(_MODEL_ID.match(ref)) and ".." not in ref
 
 
@@ -96,7 +98,7 @@ def resolve_package(
             raise ModelError(f"{path}: a bare .onnx needs class names (--class-names a,b,...)")
         width, height = input_size or _static_input_size(path)
         return ModelPackage.from_bare_onnx(path, class_names, width, height)
-    if _is_model_id(ref):
+    if is_model_id(ref):
         candidate = registry / ref
         if candidate.is_dir() and detect_format(candidate) is not None:
             return load_package_dir(candidate, model_id=ref)
@@ -152,7 +154,7 @@ def import_package(
     package = load_package_dir(source, model_id)
     OnnxSession(package, device="cpu", threads=1)  # proves the network loads and fits the classes
     target_id = model_id or package.model_id
-    if not _is_model_id(target_id):
+    if not is_model_id(target_id):
         raise ModelError(f"model id {target_id!r} must look like project/version (give --id)")
     dest = registry / target_id
     if dest.exists() and not replace:

@@ -11,7 +11,9 @@ import errno
 import json
 import os
 import stat
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ __all__ = [
     "MasksSink",
     "ensure_directory",
     "one_line",
+    "prediction_json",
     "prepare_output_file",
 ]
 
@@ -40,6 +43,37 @@ def one_line(exc: BaseException) -> str:
     """An OS/FFmpeg error as one line without the path (callers name it) or traceback text."""
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return " ".join(str(text).split())
+
+
+_ENCODED_KEEP = 64  # results kept encoded: about how far one sink may lag behind another
+_encoded: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
+_encoded_lock = threading.Lock()
+
+
+def prediction_json(result: SegResult, context: SinkContext, with_masks: bool = True) -> bytes:
+    """The prediction object of ``result`` as compact JSON (no newline).
+
+    Serialised once per result and shared by every sink that asks for the same form (JSONL,
+    webhook, MQTT): on a small machine each extra serialisation is CPU taken from inference, and
+    the outputs then also carry the same ``detection_id`` values.
+    """
+    key = (result.inference_id, context.model_id, with_masks)
+    if result.inference_id:
+        with _encoded_lock:
+            hit = _encoded.get(key)
+            if hit is not None:
+                _encoded.move_to_end(key)
+                return hit
+    obj = prediction_dict(
+        result, context.class_names, context.model_id, context.background_id, with_masks
+    )
+    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+    if result.inference_id:
+        with _encoded_lock:
+            _encoded[key] = data
+            while len(_encoded) > _ENCODED_KEEP:
+                _encoded.popitem(last=False)
+    return data
 
 
 def ensure_directory(directory: Path, purpose: str) -> None:
@@ -149,12 +183,14 @@ class JsonlSink(Sink):
         if self._fd is None or self._context is None:
             raise SinkError(f"JSONL sink for {self.path} is not open")
         ctx = self._context
-        obj = prediction_dict(
-            result, ctx.class_names, ctx.model_id, ctx.background_id, with_masks=self.with_masks
-        )
         if self.raw:
+            obj = prediction_dict(
+                result, ctx.class_names, ctx.model_id, ctx.background_id, self.with_masks
+            )
             obj["raw"] = raw_dict(result, ctx.class_names)
-        line = (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+            line = (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        else:
+            line = prediction_json(result, ctx, self.with_masks) + b"\n"
         if self._size and self._due(len(line)):
             self._rotate()
         try:

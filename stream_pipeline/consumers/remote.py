@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext
+from stream_pipeline.consumers.files import prediction_json
 from stream_pipeline.consumers.spool import Spool, pack_fields, unpack_fields
 from stream_pipeline.errors import ConfigError, SinkError
 from stream_pipeline.frames import SegResult
@@ -127,10 +128,13 @@ class RemoteSink(Sink):
         if self._context is None or self._closed:
             raise SinkError(f"{self.name} sink for {self.url} is not open")
         key = result.inference_id or hashlib.sha256(os.urandom(16)).hexdigest()[:32]
-        body = json.dumps(self._message(result), separators=(",", ":"), ensure_ascii=False)
-        dropped = self.spool.append(
-            pack_fields(key.encode(), self._topic(result).encode(), body.encode())
-        )
+        ctx = self.context
+        if self.payload == "summary":
+            summary = summary_dict(result, ctx.class_names, ctx.model_id, ctx.background_id)
+            body = json.dumps(summary, separators=(",", ":"), ensure_ascii=False).encode()
+        else:
+            body = prediction_json(result, ctx, self.with_masks)
+        dropped = self.spool.append(pack_fields(key.encode(), self._topic(result).encode(), body))
         if dropped:
             self.stats.count_dropped(dropped)
         self.stats.set_pending(self.spool.pending)
@@ -161,14 +165,6 @@ class RemoteSink(Sink):
         """The context given to :meth:`open`."""
         assert self._context is not None
         return self._context
-
-    def _message(self, result: SegResult) -> dict[str, Any]:
-        ctx = self.context
-        if self.payload == "summary":
-            return summary_dict(result, ctx.class_names, ctx.model_id, ctx.background_id)
-        return prediction_dict(
-            result, ctx.class_names, ctx.model_id, ctx.background_id, with_masks=self.with_masks
-        )
 
     def _topic(self, result: SegResult) -> str:
         """Where this result goes (MQTT topic); empty for sinks with one destination."""

@@ -59,16 +59,17 @@ class AvSource(Source):
 
     def _error(self, exc: BaseException) -> str:
         text = str(exc).strip() or type(exc).__name__
-        if isinstance(exc, av.error.ExitError) or "Immediate exit requested" in text:
+        # Recognised by type (PyAV maps FFmpeg's AVERROR codes to classes), never by the text.
+        if isinstance(exc, av.error.ExitError):
             # PyAV's interrupt callback fired: the open or read timeout passed without data.
             spec = self.spec
             text = (
                 f"no data within the timeout (open {spec.open_timeout:g} s, "
                 f"read {spec.read_timeout:g} s): stalled"
             )
-        elif isinstance(exc, av.error.HTTPUnauthorizedError) or "401" in text:
+        elif isinstance(exc, av.error.HTTPUnauthorizedError):
             text = f"401 Unauthorized (wrong or missing credentials): {text}"
-        elif isinstance(exc, av.error.HTTPNotFoundError) or "404" in text:
+        elif isinstance(exc, av.error.HTTPNotFoundError):
             text = f"404 Not Found (wrong path?): {text}"
         return redact_text(text.splitlines()[0], self.spec.url)
 

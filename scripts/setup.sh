@@ -27,3 +27,5 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
+# Compile the numba kernels now (cached), so the first run starts at once instead of compiling.
+.venv/bin/python -m stream_pipeline.warmup

@@ -62,7 +62,8 @@ def test_jsonl_appends_and_raw_form_and_no_masks(tmp_path: Path) -> None:
     assert json.loads(lines[0]) == {"earlier": True}
     obj = json.loads(lines[1])
     assert all("rle_mask" not in e for e in obj["predictions"]["predictions"])
-    raw = obj["raw"]
+    raw = obj["raw"]["predictions"]  # Roboflow's shape: {"image", "predictions": {...}}
+    assert obj["raw"]["image"] == {"width": 60, "height": 40}
     np.testing.assert_array_equal(_png(raw["segmentation_mask"]), result.class_map)
     np.testing.assert_array_equal(_png(raw["confidence_mask"]), confidence_u8(result.confidence))
     assert raw["class_map"]["1"] == "road" and raw["present_class_ids"] == [0, 1, 2, 3]
@@ -107,7 +108,7 @@ def test_masks_png_read_back_equal(tmp_path: Path) -> None:
         np.testing.assert_array_equal(ids, r.class_map)
         assert ids.dtype == r.class_map.dtype
         conf = np.asarray(Image.open(f"{stem}_conf.png"))
-        np.testing.assert_array_equal(conf, np.rint(r.confidence * 255).astype(np.uint8))
+        np.testing.assert_array_equal(conf, confidence_u8(r.confidence))  # truncated, as Roboflow
     assert sorted(p.name for p in (tmp_path / "masks" / "cam-1").iterdir())[:2] == [
         "00000000_class.png",
         "00000000_conf.png",

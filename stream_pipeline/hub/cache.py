@@ -153,12 +153,12 @@ def pull(
         return final
     if offline:
         raise OfflineError(
-            f"model {model_id!r} is not in the local registry {registry} and offline mode is on "
+            f"model {model_id!r} is not in the registry {registry} and offline mode is on "
             "(pull it once with network: stream-pipeline models pull " + model_id + ")"
         )
     if not api_key:
         raise HubAuthError(
-            f"model {model_id!r} is not in the local registry {registry} and no Roboflow API key "
+            f"model {model_id!r} is not in the registry {registry} and no Roboflow API key "
             "is set (ROBOFLOW_API_KEY or --api-key)"
         )
     project, version = model_id.split("/")

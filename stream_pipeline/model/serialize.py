@@ -76,20 +76,74 @@ def class_statistics(
     return count, total, box
 
 
+@numba.njit(cache=True, nogil=True)
+def _column_runs(class_map: Any, n_classes: int) -> tuple[Any, Any, Any]:
+    """Column-major run lengths of ``class_map == k`` for every class k, in one pass per phase.
+
+    COCO RLE alternates runs of 0s and 1s, starting with 0s. Walking the map column-major, a
+    change of class from p to v ends a run of p (its 1s) and one of v (its 0s); every other class
+    just goes on. So each class's runs are the gaps between its own transitions: count them
+    (phase 1), then write them into one flat array at per-class offsets (phase 2).
+    """
+    height, width = class_map.shape
+    n = height * width
+    count = np.zeros(n_classes, np.int64)
+    prev = -1
+    for c in range(width):
+        for r in range(height):
+            v = class_map[r, c]
+            if v != prev:
+                count[v] += 1
+                if prev >= 0:
+                    count[prev] += 1
+                prev = v
+    offsets = np.zeros(n_classes + 1, np.int64)
+    for k in range(n_classes):
+        offsets[k + 1] = offsets[k] + count[k] + 1
+    runs = np.empty(offsets[n_classes], np.int64)
+    fill = offsets[:n_classes].copy()
+    last = np.zeros(n_classes, np.int64)
+    prev = -1
+    i = 0
+    for c in range(width):
+        for r in range(height):
+            v = class_map[r, c]
+            if v != prev:
+                runs[fill[v]] = i - last[v]
+                fill[v] += 1
+                last[v] = i
+                if prev >= 0:
+                    runs[fill[prev]] = i - last[prev]
+                    fill[prev] += 1
+                    last[prev] = i
+                prev = v
+            i += 1
+    for k in range(n_classes):
+        runs[fill[k]] = n - last[k]
+        fill[k] += 1
+    return runs, offsets, fill
+
+
 def rle_encode(
     class_map: npt.NDArray[np.integer[Any]], class_ids: Sequence[int]
 ) -> list[dict[str, Any]]:
-    """COCO compressed RLE (column-major) of ``class_map == id`` for each id, as JSON dicts."""
+    """COCO compressed RLE (column-major) of ``class_map == id`` for each id, as JSON dicts.
+
+    The runs of every class come from one kernel pass over the map (never a boolean mask per
+    class); pycocotools compresses them into its counts string, so readers decode it bit-exact.
+    """
     if not class_ids:
         return []
-    masks = np.asfortranarray(
-        (class_map[:, :, None] == np.asarray(class_ids)[None, None, :]).astype(np.uint8)
-    )
-    encoded = coco_mask.encode(masks)
-    return [
-        {"size": [int(s) for s in e["size"]], "counts": e["counts"].decode("ascii")}
-        for e in encoded
-    ]
+    height, width = (int(s) for s in class_map.shape)
+    n_classes = int(class_map.max()) + 1
+    runs, offsets, fill = _column_runs(np.ascontiguousarray(class_map), n_classes)
+    out = []
+    for cid in class_ids:
+        # A class absent from the map (beyond its largest id) is one run of 0s.
+        counts = runs[offsets[cid] : fill[cid]].tolist() if cid < n_classes else [height * width]
+        encoded = coco_mask.frPyObjects({"counts": counts, "size": [height, width]}, height, width)
+        out.append({"size": [height, width], "counts": encoded["counts"].decode("ascii")})
+    return out
 
 
 def iso_time(unix_seconds: float) -> str:

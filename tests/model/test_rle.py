@@ -21,7 +21,7 @@ def _coco(class_map: np.ndarray, ids: list[int]) -> list[dict[str, object]]:
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 def test_matches_pycocotools(shape: tuple[int, int], dtype: type) -> None:
     rng = np.random.default_rng(shape[0] * 1000 + shape[1])
-    noisy = rng.integers(0, 5, shape).astype(dtype)
+    noisy: np.ndarray = rng.integers(0, 5, shape).astype(dtype)
     blocky = np.repeat(np.repeat(rng.integers(0, 5, (8, 8)), 64, 0), 64, 1)[: shape[0], : shape[1]]
     for class_map in (noisy, blocky.astype(dtype)):
         ids = [1, 2, 3, 4, 9]  # 9 is absent: one run of zeros

@@ -46,7 +46,19 @@ def one_line(exc: BaseException) -> str:
 
 
 _ENCODED_KEEP = 64  # results kept encoded: about how far one sink may lag behind another
-_encoded: OrderedDict[tuple[str, str, bool], bytes] = OrderedDict()
+
+
+class _Encoding:
+    """A result being encoded by one sink thread, which the others wait for."""
+
+    __slots__ = ("data", "done")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.data: bytes | None = None
+
+
+_encoded: OrderedDict[tuple[str, str, bool], bytes | _Encoding] = OrderedDict()
 _encoded_lock = threading.Lock()
 
 
@@ -55,25 +67,44 @@ def prediction_json(result: SegResult, context: SinkContext, with_masks: bool = 
 
     Serialised once per result and shared by every sink that asks for the same form (JSONL,
     webhook, MQTT): on a small machine each extra serialisation is CPU taken from inference, and
-    the outputs then also carry the same ``detection_id`` values.
+    the outputs then also carry the same ``detection_id`` values. Sinks get a result at the same
+    moment, so the first one encodes it and the others wait for that instead of racing it.
     """
+    if not result.inference_id:
+        return _encode(result, context, with_masks)
     key = (result.inference_id, context.model_id, with_masks)
-    if result.inference_id:
+    with _encoded_lock:
+        entry = _encoded.get(key)
+        if entry is None:
+            entry = _encoded[key] = _Encoding()
+            mine = True
+        else:
+            _encoded.move_to_end(key)
+            mine = False
+    if isinstance(entry, bytes):
+        return entry
+    if not mine:
+        entry.done.wait()
+        return entry.data if entry.data is not None else _encode(result, context, with_masks)
+    try:
+        entry.data = _encode(result, context, with_masks)
+    finally:
         with _encoded_lock:
-            hit = _encoded.get(key)
-            if hit is not None:
-                _encoded.move_to_end(key)
-                return hit
+            if entry.data is None:
+                _encoded.pop(key, None)
+            else:
+                _encoded[key] = entry.data
+            while len(_encoded) > _ENCODED_KEEP:
+                _encoded.popitem(last=False)
+        entry.done.set()
+    return entry.data
+
+
+def _encode(result: SegResult, context: SinkContext, with_masks: bool) -> bytes:
     obj = prediction_dict(
         result, context.class_names, context.model_id, context.background_id, with_masks
     )
-    data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-    if result.inference_id:
-        with _encoded_lock:
-            _encoded[key] = data
-            while len(_encoded) > _ENCODED_KEEP:
-                _encoded.popitem(last=False)
-    return data
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def ensure_directory(directory: Path, purpose: str) -> None:

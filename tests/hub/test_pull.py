@@ -249,3 +249,21 @@ def test_large_files_come_in_parallel_ranges(server: StandIn, tmp_path: Path) ->
     assert (final / "weights.onnx").read_bytes() == server.models["my_project/3"].files[
         "weights.onnx"
     ]
+
+
+def test_a_stalled_lock_holder_is_given_up_on_without_progress(
+    server: StandIn, tmp_path: Path
+) -> None:
+    from filelock import FileLock
+
+    registry = tmp_path / "reg"
+    (registry / ".locks").mkdir(parents=True)
+    holder = FileLock(str(registry / ".locks" / "my_project@3.lock"))
+    holder.acquire()  # another process that took the lock and then hung
+    try:
+        quick = HubSettings(stall_timeout_s=1.0, backoff_s=0.01)
+        with pytest.raises(HubUnavailableError, match="no progress for 1 s"):
+            pull("my_project/3", registry, KEY, server.url, settings=quick)
+    finally:
+        holder.release()
+    assert pull("my_project/3", registry, KEY, server.url, settings=FAST).is_dir()

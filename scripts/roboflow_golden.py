@@ -40,51 +40,52 @@ from onnx import TensorProto, helper, numpy_helper
 
 IMAGENET = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]]
 
+
+def _input(
+    width: int,
+    height: int,
+    resize: str,
+    color: str = "rgb",
+    padding: int | None = None,
+    normalization: list[list[float]] = IMAGENET,
+) -> dict[str, Any]:
+    """An inference_config.json ``network_input`` (3 channels, /255, fixed size)."""
+    ni: dict[str, Any] = {
+        "training_input_size": {"height": height, "width": width},
+        "dynamic_spatial_size_supported": False,
+        "color_mode": color,
+        "resize_mode": resize,
+        "input_channels": 3,
+        "scaling_factor": 255,
+        "normalization": normalization,
+    }
+    if padding is not None:
+        ni["padding_value"] = padding
+    return ni
+
+
 # name -> (class names, channels, network_input, recommended)
 PACKAGES: dict[str, dict[str, Any]] = {
     "stretch": {
         "class_names": ["background", "road", "vehicle", "person"],
         "channels": 4,
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "stretch",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "stretch"),
         "recommended": {"confidence": 0.45, "per_class_confidence": {"road": 0.3, "person": 0.6}},
     },
     # No background channel (K = len(class_names) - 1), background not first, BGR network.
     "letterbox": {
         "class_names": ["road", "background", "vehicle", "person"],
         "channels": 3,
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "bgr",
-            "resize_mode": "letterbox",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "letterbox", color="bgr"),
         "recommended": {"confidence": 0.5},
     },
     # A binary (1-channel, sigmoid) head, letterboxed with grey edges.
     "binary": {
         "class_names": ["background", "crack"],
         "channels": 1,
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 48},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "letterbox",
-            "padding_value": 127,
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": [[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]],
-        },
+        "network_input": _input(
+            48, 48, "letterbox", padding=127, normalization=[[0.5, 0.5, 0.5], [0.25, 0.25, 0.25]]
+        ),
         "recommended": None,
     },
     # Logits finer than the frames (stride 1 and 2): the antialiased downscale, in earnest.
@@ -93,15 +94,7 @@ PACKAGES: dict[str, dict[str, Any]] = {
         "channels": 5,
         "stride": 1,
         "frames": [(40, 30), (23, 17), (57, 20)],
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "stretch",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "stretch"),
         "recommended": {"confidence": 0.35, "per_class_confidence": {"car": 0.5}},
     },
     "fine-letterbox": {
@@ -109,15 +102,7 @@ PACKAGES: dict[str, dict[str, Any]] = {
         "channels": 5,
         "stride": 2,
         "frames": [(40, 30), (23, 17), (19, 31)],
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "letterbox",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "letterbox"),
         "recommended": None,
     },
     # image_pre_processing: a static crop (the class map goes back on the whole frame),
@@ -131,15 +116,7 @@ PACKAGES: dict[str, dict[str, Any]] = {
             "grayscale": {"enabled": True},
             "contrast": {"enabled": True, "type": "Contrast Stretching"},
         },
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "stretch",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "stretch"),
         "recommended": None,
     },
     "histeq": {
@@ -151,15 +128,7 @@ PACKAGES: dict[str, dict[str, Any]] = {
             "static-crop": {"enabled": True, "x_min": 5, "y_min": 5, "x_max": 70, "y_max": 95},
             "contrast": {"enabled": True, "type": "Histogram Equalization"},
         },
-        "network_input": {
-            "training_input_size": {"height": 48, "width": 64},
-            "dynamic_spatial_size_supported": False,
-            "color_mode": "rgb",
-            "resize_mode": "letterbox",
-            "input_channels": 3,
-            "scaling_factor": 255,
-            "normalization": IMAGENET,
-        },
+        "network_input": _input(64, 48, "letterbox"),
         "recommended": None,
     },
 }

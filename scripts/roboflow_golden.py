@@ -50,18 +50,16 @@ def _input(
     normalization: list[list[float]] = IMAGENET,
 ) -> dict[str, Any]:
     """An inference_config.json ``network_input`` (3 channels, /255, fixed size)."""
-    ni: dict[str, Any] = {
+    return {
         "training_input_size": {"height": height, "width": width},
         "dynamic_spatial_size_supported": False,
         "color_mode": color,
         "resize_mode": resize,
+        **({} if padding is None else {"padding_value": padding}),
         "input_channels": 3,
         "scaling_factor": 255,
         "normalization": normalization,
     }
-    if padding is not None:
-        ni["padding_value"] = padding
-    return ni
 
 
 # name -> (class names, channels, network_input, recommended)

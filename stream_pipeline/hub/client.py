@@ -149,7 +149,7 @@ def _get_json(url: str, key: str, model_id: str, host: str, settings: HubSetting
     except urllib.error.HTTPError as exc:
         raise http_error(exc, model_id, what, key) from None
     except (urllib.error.URLError, OSError) as exc:
-        raise network_error(exc, host, what) from None
+        raise network_error(exc, host, f"pulling model {model_id!r}") from None
     try:
         return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):

@@ -96,6 +96,16 @@ def _launcher(name: str, params: list[_Param], text: str) -> str:
     )
 
 
+def _row_pitched(arg: Any) -> bool:
+    """C-contiguous, or rows that are with a pitch between them (a decoder's padded planes):
+    the kernels take the pitch as an argument."""
+    if not isinstance(arg, np.ndarray):
+        return False
+    if arg.flags.c_contiguous:
+        return True
+    return arg.ndim >= 2 and arg[0].flags.c_contiguous and arg.strides[0] >= arg[0].nbytes
+
+
 class HostKernel:
     """One kernel of a host-compiled source, launched like a CuPy ``RawKernel``."""
 
@@ -112,8 +122,8 @@ class HostKernel:
         values: list[Any] = []
         for param, arg in zip(self._params, args, strict=True):
             if param.pointer:
-                if not (isinstance(arg, np.ndarray) and arg.flags.c_contiguous):
-                    raise TypeError(f"{param.name}: expected a C-contiguous numpy array")
+                if not _row_pitched(arg):
+                    raise TypeError(f"{param.name}: expected a numpy array with C-contiguous rows")
                 values.append(arg.ctypes.data)
             else:
                 values.append(float(arg) if param.ctype is ctypes.c_float else int(arg))

@@ -29,6 +29,7 @@ __all__ = [
     "ResizeTables",
     "linear_tables",
     "normalisation",
+    "nv12_to_rgb_xp",
     "preprocess_fused",
     "preprocess_xp",
 ]
@@ -151,6 +152,15 @@ def _rgb_at(be: Backend, planes: Planes, rows: Any, cols: Any) -> Any:
     # Each product and sum rounded in float32 in the kernel's order.
     rgb = xp.stack([y + coef[2] * v, (y - coef[3] * u) - coef[4] * v, y + coef[5] * u], axis=-1)
     return xp.clip(xp.floor(rgb), 0, 255).astype(xp.int32)
+
+
+def nv12_to_rgb_xp(be: Backend, planes: Planes) -> Any:
+    """The whole frame as H×W×3 uint8 RGB on the array (for consumers that need the pixels)."""
+    if not planes.nv12:
+        return planes.y
+    xp = be.xp
+    rows, cols = xp.arange(planes.height), xp.arange(planes.width)
+    return _rgb_at(be, planes, rows, cols).astype(xp.uint8)
 
 
 def preprocess_xp(

@@ -124,10 +124,41 @@ class CpuWorker:
         """Nothing held beyond the model (the engine releases it)."""
 
 
-def make_worker(model: SegmentationModel) -> BatchWorker:
+def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
     """The worker for the device ``model``'s session runs on.
 
-    The CUDA worker plugs in here; until it exists every session, CUDA execution provider
-    included, is driven through host arrays by the CPU worker.
+    ``auto``: the CUDA worker (:class:`stream_pipeline.gpu.worker.CudaWorker` on CuPy) when the
+    session runs on CUDA, CuPy sees a device and the package has no ``image_pre_processing``
+    steps (those run on the host, in the CPU worker); else the CPU worker. ``cpu`` and ``cuda``
+    force one. ``xp-cpu`` and ``xp-host-kernels`` run the CUDA worker's code with numpy on the
+    host (array path, or its kernels compiled for the host): the explicit hooks that let CI
+    check the device path against the CPU worker.
     """
+    from stream_pipeline.errors import ConfigError
+
+    kinds = ("auto", "cpu", "cuda", "xp-cpu", "xp-host-kernels")
+    if kind not in kinds:
+        raise ConfigError(f"worker kind must be one of {', '.join(kinds)}, got {kind!r}")
+    if kind == "cpu":
+        return CpuWorker(model)
+    # Imported here: the CPU-only install never loads the device path.
+    from stream_pipeline.gpu.worker import CudaWorker
+    from stream_pipeline.gpu.xp import backend, cupy_available
+    from stream_pipeline.model.package import ImageSteps
+
+    if kind == "xp-cpu":
+        return CudaWorker(model, backend("numpy"))
+    if kind == "xp-host-kernels":
+        return CudaWorker(model, backend("numpy", kernels="host"))
+    plain = model.package.image_steps == ImageSteps()
+    if kind == "cuda":
+        if not cupy_available():
+            raise ConfigError(
+                "worker 'cuda' needs CuPy and a CUDA device (pip install 'stream_pipeline[gpu]')"
+            )
+        if not plain:
+            raise ConfigError("the CUDA worker does not run image_pre_processing steps")
+        return CudaWorker(model, backend("cupy"))
+    if model.session.device == "cuda" and plain and cupy_available():
+        return CudaWorker(model, backend("cupy"))
     return CpuWorker(model)

@@ -22,28 +22,27 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from stream_pipeline.buffer import RingBuffer
 from stream_pipeline.consumers.base import Delivery, Sink, SinkContext
-from stream_pipeline.engine.batcher import Attachment, Batcher
+from stream_pipeline.engine.batcher import Attachment
 from stream_pipeline.engine.fanout import Router, Subscription
+from stream_pipeline.engine.handles import SourceHandle
+from stream_pipeline.engine.models import ModelPool, check_thresholds
 from stream_pipeline.engine.sinks import SinkRunner
 from stream_pipeline.engine.status import (
     EngineStatus,
     JobStatusView,
     Percentiles,
-    SourceStatus,
-    WorkerStatus,
 )
-from stream_pipeline.engine.threads import ManagedThread
 from stream_pipeline.errors import ConfigError, EngineError, SourceError
 from stream_pipeline.frames import Frame, SegResult
 from stream_pipeline.sources import AnySource, AsyncSource, SourceSpec, make_source
-from stream_pipeline.stats import LatencyStats, RateMeter
-from stream_pipeline.worker import HostNeeds, Thresholds, make_worker
+from stream_pipeline.stats import LatencyStats
+from stream_pipeline.worker import HostNeeds, Thresholds
 
 if TYPE_CHECKING:  # importing the model loads onnxruntime: only where it is needed
     from stream_pipeline.model.segmenter import SegmentationModel
@@ -51,41 +50,6 @@ if TYPE_CHECKING:  # importing the model loads onnxruntime: only where it is nee
 __all__ = ["Engine", "SourceHandle"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(eq=False, slots=True)
-class _Model:
-    key: tuple[str, str]
-    model: SegmentationModel
-    batcher: Batcher
-    threads: list[ManagedThread]
-    users: int = 0
-
-
-@dataclass(eq=False, slots=True)
-class SourceHandle:
-    """An attached source. ``finished`` resolves once its last result reached its consumers."""
-
-    source: AnySource
-    attachment: Attachment
-    model: _Model
-    finished: asyncio.Future[None]
-    runner: ManagedThread | asyncio.Task[None] | None = None
-    stop: threading.Event | asyncio.Event | None = None
-    results: int = 0
-    rate: RateMeter = field(default_factory=RateMeter)
-    latency: LatencyStats = field(default_factory=lambda: LatencyStats(window=4096))
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def id(self) -> str:
-        """The source id (unique in the engine)."""
-        return self.source.spec.id
-
-    @property
-    def job(self) -> str:
-        """The job the source belongs to."""
-        return self.attachment.job
 
 
 @dataclass(slots=True)
@@ -121,8 +85,18 @@ class Engine:
         self.router = Router()
         self.latency = LatencyStats()
         self.started_at = time.monotonic()
-        self._models: dict[tuple[str, str], _Model] = {}
-        self._model_lock = asyncio.Lock()
+        self.models = ModelPool(
+            lambda: self.loop,
+            device,
+            model,
+            threads,
+            registry,
+            max_batch,
+            max_wait_ms,
+            self._dispatch,
+            self._ended,
+            self._worker_failed,
+        )
         self._sources: dict[str, SourceHandle] = {}
         self._sinks: list[SinkRunner] = []
         self._jobs: dict[str, _Job] = {}
@@ -174,7 +148,7 @@ class Engine:
         try:
             self._stopping.set()
             for handle in list(self._sources.values()):
-                self._halt(handle, hard=True)
+                handle.halt(True)
             self.router.close_all()
             for handle in list(self._sources.values()):
                 await self._join_source(handle)
@@ -182,65 +156,11 @@ class Engine:
                 await runner.close()
             if self._releasing:
                 await asyncio.gather(*self._releasing, return_exceptions=True)
-            for entry in list(self._models.values()):
-                await self._stop_model(entry)
+            await self.models.close()
         finally:
             self._closing.set_result(None)
 
     # -- models ----------------------------------------------------------------------------
-
-    async def _acquire(self, model: str | SegmentationModel | None) -> _Model:
-        from stream_pipeline.model import load_model
-
-        ref: Any = model if model is not None else self.default_model
-        key = (ref if isinstance(ref, str) else f"object:{id(ref)}", self.device)
-        async with self._model_lock:
-            entry = self._models.get(key)
-            if entry is None:
-                if isinstance(ref, str):
-                    loaded = await asyncio.to_thread(
-                        load_model,
-                        ref,
-                        device=self.device,
-                        threads=self.threads,
-                        registry=self.registry,
-                    )
-                else:
-                    loaded = ref
-                entry = self._start_model(key, loaded)
-                self._models[key] = entry
-            entry.users += 1
-            return entry
-
-    def _start_model(self, key: tuple[str, str], model: SegmentationModel) -> _Model:
-        batcher = Batcher(
-            make_worker(model), self.max_batch, self.max_wait_ms, self._dispatch, self._ended
-        )
-        entry = _Model(key, model, batcher, [])
-        for name, target in (("infer", batcher.run_infer), ("post", batcher.run_post)):
-            thread = ManagedThread(
-                f"worker-{name}-{model.package.model_id}", target, self.loop, self._worker_failed
-            )
-            entry.threads.append(thread)
-            thread.start()
-        return entry
-
-    async def _release(self, entry: _Model) -> None:
-        async with self._model_lock:
-            entry.users -= 1
-            if entry.users > 0 or self._models.get(entry.key) is not entry:
-                return
-            del self._models[entry.key]
-        await self._stop_model(entry)
-
-    async def _stop_model(self, entry: _Model) -> None:
-        for thread in entry.threads:
-            thread.stop.set()
-        entry.batcher.doorbell.set()
-        for thread in entry.threads:
-            await thread.join()
-        entry.batcher.worker.close()
-        self._models.pop(entry.key, None)
 
     def _worker_failed(self, exc: BaseException) -> None:
         """From a worker thread: a failure there stops the whole engine."""
@@ -255,7 +175,7 @@ class Engine:
     def _abort_sources(self) -> None:
         """After a worker failure no end marker will come: end every source here."""
         for handle in list(self._sources.values()):
-            self._halt(handle, hard=True)
+            handle.halt(True)
             self._finish_source(handle)
 
     # -- sources ---------------------------------------------------------------------------
@@ -282,9 +202,9 @@ class Engine:
         if sid in self._sources:
             raise ConfigError(f"source id {sid!r} is already attached")
         thresholds = thresholds or Thresholds()
-        entry = await self._acquire(model)
+        entry = await self.models.acquire(model)
         try:
-            await asyncio.to_thread(_check_thresholds, entry.model, thresholds)
+            await asyncio.to_thread(check_thresholds, entry.model, thresholds)
             if isinstance(source, AsyncSource):
                 await source.open()
             else:
@@ -292,11 +212,11 @@ class Engine:
         except BaseException:
             if not isinstance(source, AsyncSource):
                 await asyncio.to_thread(source.close)
-            await self._release(entry)
+            await self.models.release(entry)
             raise
         if sid in self._sources:  # attached by someone else while this one was opening
             await asyncio.to_thread(source.close)
-            await self._release(entry)
+            await self.models.release(entry)
             raise ConfigError(f"source id {sid!r} is already attached")
         ring: RingBuffer[Frame] = RingBuffer(
             source.spec.buffer_size, source.spec.policy, doorbell=entry.batcher.doorbell
@@ -313,50 +233,7 @@ class Engine:
     def start_source(self, source_id: str) -> None:
         """Start a source added with ``start=False`` (idempotent)."""
         handle = self._handle(source_id)
-        if handle.runner is not None:
-            return
-        source, ring = handle.source, handle.attachment.ring
-        if isinstance(source, AsyncSource):
-            stop = asyncio.Event()
-            handle.stop = stop
-            handle.runner = self.loop.create_task(
-                self._run_async(source, ring, stop, handle), name=f"source-{source_id}"
-            )
-            return
-
-        def target(stop: threading.Event) -> None:
-            try:
-                source.run(ring, stop)
-            finally:
-                ring.close()
-                source.close()
-
-        thread = ManagedThread(
-            f"source-{source_id}",
-            target,
-            self.loop,
-            lambda exc: self._source_failed(handle, exc),
-        )
-        handle.stop = thread.stop
-        handle.runner = thread
-        thread.start()
-
-    async def _run_async(
-        self,
-        source: AsyncSource,
-        ring: RingBuffer[Frame],
-        stop: asyncio.Event,
-        handle: SourceHandle,
-    ) -> None:
-        try:
-            await source.run(ring, stop)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            self._source_failed(handle, exc)
-        finally:
-            ring.close()
-            source.close()
+        handle.start(self.loop, lambda exc: self._source_failed(handle, exc))
 
     def _source_failed(self, handle: SourceHandle, exc: BaseException) -> None:
         """A source's loop raised: a source error is the source's own; anything else its job's."""
@@ -375,17 +252,6 @@ class Engine:
             raise ConfigError(f"no source {source_id!r} is attached")
         return handle
 
-    def _halt(self, handle: SourceHandle, hard: bool) -> None:
-        """Tell a source to stop; a hard stop drops what is buffered and closes the ring now."""
-        if handle.stop is not None:
-            handle.stop.set()
-        if isinstance(handle.runner, asyncio.Task):
-            handle.runner.cancel()
-        if hard or handle.runner is None:
-            handle.attachment.ring.clear()
-            handle.attachment.ring.close()
-        handle.model.batcher.doorbell.set()
-
     async def remove_source(
         self, source_id: str, hard: bool = False, missing_ok: bool = False
     ) -> None:
@@ -398,18 +264,11 @@ class Engine:
         if missing_ok and source_id not in self._sources:
             return
         handle = self._handle(source_id)
-        self._halt(handle, hard)
+        handle.halt(hard)
         await self._join_source(handle)
 
     async def _join_source(self, handle: SourceHandle) -> None:
-        runner = handle.runner
-        if isinstance(runner, ManagedThread):
-            await runner.join()
-        elif isinstance(runner, asyncio.Task):
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
-        elif runner is None and not isinstance(handle.source, AsyncSource):
-            await asyncio.to_thread(handle.source.close)
+        await handle.join()
         if not self._stopping.is_set():
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.shield(handle.finished)
@@ -439,7 +298,7 @@ class Engine:
         """Release the source's model (stopping its worker when it was the last user), then
         resolve ``finished``: whoever awaits it sees the engine as the source left it."""
         try:
-            await self._release(handle.model)
+            await self.models.release(handle.model)
         finally:
             if not handle.finished.done():
                 handle.finished.set_result(None)
@@ -460,10 +319,7 @@ class Engine:
         )
         handle = self._sources.get(attachment.source_id)
         if handle is not None:
-            with handle.lock:
-                handle.results += 1
-            handle.rate.tick(now)
-            handle.latency.add(total=total)
+            handle.count_result(now, total)
         self._results += 1
         self.router.dispatch(result, attachment.job, attachment.source_id, self._stopping)
 
@@ -529,9 +385,9 @@ class Engine:
         if model is None and handles:
             loaded = handles[0].model.model
         else:
-            entry = await self._acquire(model)
+            entry = await self.models.acquire(model)
             loaded = entry.model
-            await self._release(entry)
+            await self.models.release(entry)
         package = loaded.package
         return SinkContext(
             model_id=package.model_id,
@@ -566,7 +422,7 @@ class Engine:
             log.error("job %s failed: %s", job, exc)
         for handle in list(self._sources.values()):
             if handle.job == job:
-                self._halt(handle, hard=True)
+                handle.halt(True)
         for runner in self._sinks:
             if runner.job == job:
                 runner.consumer.ring.close()
@@ -593,28 +449,6 @@ class Engine:
 
     # -- status ----------------------------------------------------------------------------
 
-    def source_status(self, handle: SourceHandle, now: float) -> SourceStatus:
-        """A snapshot of one source."""
-        counts = handle.source.status.snapshot()
-        ring = handle.attachment.ring.statistics()
-        with handle.lock:
-            results = handle.results
-        return SourceStatus(
-            id=handle.id,
-            job=handle.job,
-            url=handle.source.spec.display_url,
-            state=counts.state.value,
-            frames=counts.frames,
-            results=results,
-            total_frames=counts.total_frames,
-            fps=round(handle.rate.rate(now), 2),
-            dropped=ring.dropped,
-            buffered=ring.depth,
-            reconnects=counts.reconnects,
-            last_error=counts.last_error,
-            latency_ms=Percentiles.of(handle.latency.percentiles(50, 99).get("total")),
-        )
-
     def status(
         self, extra_sources: Iterable[SourceHandle] = (), extra_sinks: Iterable[SinkRunner] = ()
     ) -> EngineStatus:
@@ -624,20 +458,7 @@ class Engine:
         handles = {h.id: h for h in extra_sources}
         handles.update(self._sources)
         pct = self.latency.percentiles(50, 99)
-        workers = tuple(
-            WorkerStatus(
-                model_id=e.model.package.model_id,
-                device=e.batcher.worker.device,
-                sources=e.batcher.attached,
-                frames=e.batcher.frames,
-                batches=e.batcher.batches,
-                mean_batch=round(e.batcher.frames / e.batcher.batches, 2)
-                if e.batcher.batches
-                else 0.0,
-                max_batch_seen=e.batcher.max_batch_seen,
-            )
-            for e in list(self._models.values())
-        )
+        workers = tuple(e.status() for e in self.models.entries())
         jobs = tuple(
             JobStatusView(
                 j.id,
@@ -650,7 +471,7 @@ class Engine:
             elapsed=round(elapsed, 3),
             results=self._results,
             fps=round(self._results / elapsed, 2) if elapsed > 0 else 0.0,
-            sources=tuple(self.source_status(h, now) for h in handles.values()),
+            sources=tuple(h.status(now) for h in handles.values()),
             sinks=tuple(
                 r.status() for r in {**dict.fromkeys(extra_sinks), **dict.fromkeys(self._sinks)}
             ),
@@ -666,15 +487,3 @@ def _names(sources: str | Iterable[str] | None) -> frozenset[str] | None:
     if isinstance(sources, str):
         return frozenset((sources,))
     return frozenset(sources)
-
-
-def _check_thresholds(model: SegmentationModel, thresholds: Thresholds) -> None:
-    """Resolve the thresholds against the package now, not on the first frame."""
-    channels = model.session.channels
-    if channels is None:  # a dynamic channel axis: ask the network once with a blank frame
-        import numpy as np
-
-        spec = model.package.input
-        logits, *_ = model.infer([np.zeros((spec.height, spec.width, 3), np.uint8)])
-        channels = int(logits.shape[1])
-    model.head(channels, thresholds.mode, thresholds.custom)

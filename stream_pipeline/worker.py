@@ -91,6 +91,11 @@ class CpuWorker:
     def start(self, items: Sequence[WorkItem], picked: float) -> _Pending:
         """Preprocess and run the network on the batch."""
         images = [item.frame.rgb for item in items]
+        if any(image is None for image in images):
+            # A device frame must never reach a host-only step: say so instead of crashing in it.
+            from stream_pipeline.errors import EngineError
+
+            raise EngineError("a frame with device pixels reached the CPU worker")
         logits, geos, t_pre, t_inf = self.model.infer(images)  # type: ignore[arg-type]
         return _Pending(items, logits, geos, picked, t_pre, t_inf)
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from stream_pipeline.errors import ConfigError, ModelError
+from stream_pipeline.errors import ModelError
 from stream_pipeline.gpu.xp import Backend
 from stream_pipeline.model.package import ModelPackage
 
@@ -106,13 +106,15 @@ class BoundSession:
         if all(isinstance(d, int) for d in out.shape):
             out_shape, out_dtype = tuple(out.shape), _dtype(out.type)
         elif options.cuda_graph and be.on_device:
-            # A probe run would be the one the graph captures, with the probe's addresses.
-            raise ConfigError(
-                f"{package.onnx_path}: CUDA graphs need an export with static output shapes, "
-                f"got {out.shape}"
+            # A probe run on this session would be the one its graph captures, with the probe's
+            # addresses: ask a plain session of the same network instead, once.
+            plain = BindOptions(options.device_id, threads=options.threads)
+            probe = ort.InferenceSession(
+                str(package.onnx_path), sess_options=so, providers=_providers(be, plain, None)
             )
+            out_shape, out_dtype = self._probe(probe)
         else:
-            out_shape, out_dtype = self._probe()
+            out_shape, out_dtype = self._probe(self.session)
         if len(out_shape) != 4 or out_shape[0] != batch:
             raise ModelError(f"network returned logits of shape {out_shape} for {shape}")
         self.output = xp.empty(out_shape, out_dtype)
@@ -133,13 +135,12 @@ class BoundSession:
         )
         (io.bind_output if output else io.bind_input)(*args)
 
-    def _probe(self) -> tuple[tuple[int, ...], Any]:
-        """The output's shape for this batch: one run on zeros with ORT allocating the output
-        (a separate binding, so the real one is captured by a CUDA graph from its first run)."""
-        io = self.session.io_binding()
+    def _probe(self, session: Any) -> tuple[tuple[int, ...], Any]:
+        """The output's shape for this batch: one run on zeros with ORT allocating the output."""
+        io = session.io_binding()
         self._bind(io, self.input_name, self.input)
         io.bind_output(self.output_name, self._device[0], self._device[1])
-        self.session.run_with_iobinding(io)
+        session.run_with_iobinding(io)
         value = io.get_outputs()[0]
         return tuple(int(d) for d in value.shape()), _dtype(value.data_type())
 

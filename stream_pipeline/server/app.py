@@ -35,7 +35,8 @@ class ServerSettings:
 
     ``token``: the bearer token WHIP, WHEP and ``/streams`` require (``None``: none, for
     loopback). ``ice_servers``: STUN/TURN URLs for real networks. ``connect_timeout``: seconds a
-    session may take to connect before it is ended (a failed ICE negotiation).
+    session may take to connect before it is ended (a failed ICE negotiation). ``peer_timeout``:
+    seconds without an RTCP report from a connected peer before its session ends (it vanished).
     """
 
     model: SegmentationModel
@@ -43,6 +44,7 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
     ice_servers: tuple[str, ...] = ()
     connect_timeout: float = 15.0
+    peer_timeout: float = 8.0
     opacity: float = 0.5
     max_preview_height: int = MAX_PREVIEW_HEIGHT
     job: str = "whip"
@@ -58,7 +60,7 @@ class Server:
         self.annotator = MaskAnnotator.for_classes(
             settings.model.class_names, package.colors, package.background_id, settings.opacity
         )
-        self.sessions = SessionRegistry(settings.connect_timeout)
+        self.sessions = SessionRegistry(settings.connect_timeout, settings.peer_timeout)
         self.previews = Previews(
             engine,
             self.annotator,

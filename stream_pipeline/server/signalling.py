@@ -2,14 +2,17 @@
 
 A session is one ``RTCPeerConnection`` and what it holds (an engine source, a preview viewer). It
 ends — once, whoever asks first — on ``DELETE``, when the peer's DTLS closes (a closed tab), when
-ICE fails (a vanished peer), when it is not connected within ``connect_timeout``, or at shutdown;
-ending it closes the peer connection and releases what it held.
+ICE fails, when it is not connected within ``connect_timeout``, when no RTCP report has come from
+the peer for ``peer_timeout`` (a vanished peer: a killed browser sends no goodbye, and ICE consent
+would take 30 s to notice), or at shutdown; ending it closes the peer connection and releases what
+it held.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -90,6 +93,7 @@ class PeerSession:
         self._release = release
         self._closing: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.Task[None] | None = None
 
     @property
     def location(self) -> str:
@@ -105,6 +109,10 @@ class PeerSession:
         try:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+                self._watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._watchdog
             try:
                 await self.pc.close()
             finally:
@@ -121,8 +129,9 @@ class PeerSession:
 class SessionRegistry:
     """Every live session, and the tasks that end sessions on their own (awaited at shutdown)."""
 
-    def __init__(self, connect_timeout: float) -> None:
+    def __init__(self, connect_timeout: float, peer_timeout: float) -> None:
         self.connect_timeout = connect_timeout
+        self.peer_timeout = peer_timeout
         self._sessions: dict[str, PeerSession] = {}
         self._ending: set[asyncio.Task[None]] = set()
 
@@ -154,6 +163,29 @@ class SessionRegistry:
 
         loop = asyncio.get_running_loop()
         session._timer = loop.call_later(self.connect_timeout, self._timed_out, session)
+        session._watchdog = loop.create_task(self._watch(session), name=f"peer-{session.id}")
+
+    async def _watch(self, session: PeerSession) -> None:
+        """End ``session`` once its peer has sent no RTCP report for ``peer_timeout``."""
+        pc = session.pc
+        heard: datetime.datetime | None = None
+        period = min(1.0, self.peer_timeout / 4)
+        while not session.closed:
+            await asyncio.sleep(period)
+            if pc.connectionState != "connected":
+                continue  # not yet (the connect timeout applies) or ending already
+            now = datetime.datetime.now(datetime.UTC)
+            reports = [
+                s.timestamp
+                for s in (await pc.getStats()).values()
+                if s.type in ("remote-inbound-rtp", "remote-outbound-rtp")
+            ]
+            heard = max([*reports, heard or now])
+            if (now - heard).total_seconds() > self.peer_timeout:
+                log.info("%s %s: no RTCP from the peer for %.0f s", session.kind, session.id,
+                         self.peer_timeout)  # fmt: skip
+                self.end_soon(session)
+                return
 
     def _timed_out(self, session: PeerSession) -> None:
         if session.pc.connectionState != "connected":

@@ -77,9 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     mdl.add_argument(
         "--api-key", default=None, help="Roboflow API key for hosted models ($ROBOFLOW_API_KEY)"
     )
-    mdl.add_argument(
-        "--offline", action="store_true", help="never download: cached models only"
-    )
+    mdl.add_argument("--offline", action="store_true", help="never download: cached models only")
     mdl.add_argument("--confidence-mode", choices=CONFIDENCE_MODES, default=None)
     mdl.add_argument("--custom-confidence", type=float, default=None)
     mdl.add_argument("--workflow", default=None, metavar="FILE", help="Roboflow workflow JSON")
@@ -110,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
         help="push the annotated stream to an RTSP server (reconnects)",
     )
     out.add_argument("--raw", action="store_true", help="add the raw PNG form to each JSON line")
+    out.add_argument(
+        "--workflow-images",
+        action="store_true",
+        help="with --workflow: include its image outputs in each JSON line (base64 JPEG)",
+    )
     out.add_argument("--no-masks-in-json", action="store_true", help="leave out rle_mask")
     out.add_argument("--opacity", type=float, default=None, help="overlay opacity (0-1)")
     out.add_argument("--legend", action="store_true", help="draw a legend of present classes")
@@ -257,7 +260,7 @@ def _delivery_sinks(
         elif isinstance(sink, JsonlSink) and (rotate_bytes or rotate_every):
             sink = JsonlSink(
                 sink.path, sink.with_masks, sink.raw, sink.source_id,
-                rotate_bytes, rotate_every, retention,
+                rotate_bytes, rotate_every, retention, record=sink.record,
             )  # fmt: skip
         out.append(sink)
     spool_base = (
@@ -327,6 +330,10 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
         raise ConfigError("--custom-confidence only applies with --confidence-mode custom")
     if args.param and not args.workflow:
         raise ConfigError("--param binds workflow inputs: it needs --workflow")
+    if args.workflow_images and not args.workflow:
+        raise ConfigError(
+            "--workflow-images includes a workflow's image outputs: it needs --workflow"
+        )
     for name in (
         "max_frames",
         "duration",
@@ -461,11 +468,32 @@ def _build_run(args: argparse.Namespace) -> tuple[Any, list[Any], Path | None]:
             RtspOutSink(args.rtsp_out, annotator, source_id=specs[0].id, transport=args.transport)
         )
     if predictions_out:
-        sinks.append(JsonlSink(predictions_out, with_masks=not args.no_masks_in_json, raw=args.raw))
+        record = _workflow_record(bound, annotator, args.workflow_images) if args.workflow else None
+        sinks.append(
+            JsonlSink(
+                predictions_out, with_masks=not args.no_masks_in_json, raw=args.raw, record=record
+            )
+        )
     if masks_out:
         sinks.append(MasksSink(masks_out))
     sinks = _delivery_sinks(args, specs, sinks, output_dir)
     return Pipeline(config, sinks, model=model), sinks, output_dir
+
+
+def _workflow_record(bound: Any, annotator: Any, images: bool) -> Any:
+    """The JSONL record maker of a workflow run: its `outputs` by name, as Roboflow has them."""
+    from stream_pipeline.workflow.outputs import workflow_record
+
+    def record(prediction: dict[str, Any], result: Any) -> dict[str, Any]:
+        frame = result.frame
+
+        def visualization() -> Any:
+            return annotator.annotate(frame.rgb, result.class_map, result.present_class_ids)
+
+        has_pixels = frame is not None and frame.rgb is not None
+        return workflow_record(bound, prediction, visualization if has_pixels else None, images)
+
+    return record
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

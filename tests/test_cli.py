@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -208,6 +209,7 @@ def test_unwritable_output(tmp_path: Path, tiny_package: Path) -> None:
         (["--custom-confidence", "1.7"], "custom_confidence must be in [0, 1]"),
         (["--max-frames", "0"], "--max-frames must be positive"),
         (["--param", "a=1"], "--param binds workflow inputs"),
+        (["--workflow-images"], "--workflow-images includes a workflow's image outputs"),
         (["--buffer-policy", "fifo"], "invalid choice: 'fifo'"),
         (["--model", "nosuch/3"], "not in the registry"),
         (["--opacity", "2"], "--opacity must be in [0, 1]"),
@@ -351,8 +353,14 @@ def test_workflow_run(tmp_path: Path, tiny_package: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     # custom_confidence 1.0: nothing reaches the threshold, every pixel is background.
-    for line in (tmp_path / "p.jsonl").read_text().splitlines():
-        assert json.loads(line)["predictions"]["predictions"] == []
+    lines = (tmp_path / "p.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    for line in lines:
+        record = json.loads(line)
+        # The workflow's outputs by their names beside the frame's origin, as on_prediction has it.
+        assert set(record) == {"source_id", "frame_id", "pts_seconds", "captured_at", "predictions"}
+        assert record["predictions"]["predictions"] == []
+        assert record["predictions"]["image"] == {"width": 160, "height": 96}
     res = run_cli(
         "run",
         "--workflow",
@@ -366,3 +374,41 @@ def test_workflow_run(tmp_path: Path, tiny_package: Path) -> None:
         cwd=tmp_path,
     )
     _assert_one_line_error(res, "step 'seg': field 'custom_confidence' must be in [0, 1]")
+
+
+def test_workflow_image_outputs_on_request(tmp_path: Path, tiny_package: Path) -> None:
+    wf = {
+        "version": "1.0",
+        "inputs": [{"type": "WorkflowImage", "name": "image"}],
+        "steps": [
+            {
+                "type": "roboflow_core/roboflow_semantic_segmentation_model@v2",
+                "name": "seg",
+                "images": "$inputs.image",
+                "model_id": str(tiny_package),
+            },
+            {
+                "type": "roboflow_core/mask_visualization@v1",
+                "name": "viz",
+                "image": "$inputs.image",
+                "predictions": "$steps.seg.predictions",
+            },
+        ],
+        "outputs": [
+            {"type": "JsonField", "name": "seg_out", "selector": "$steps.seg.predictions"},
+            {"type": "JsonField", "name": "overlay", "selector": "$steps.viz.image"},
+        ],
+    }
+    (tmp_path / "wf.json").write_text(json.dumps(wf))
+    video = write_video(tmp_path / "in.mp4", frames=3)
+    for flag, name in (([], "plain.jsonl"), (["--workflow-images"], "images.jsonl")):
+        res = run_cli(
+            "run", "--workflow", "wf.json", "--source", str(video),
+            "--predictions-out", name, *flag, cwd=tmp_path,
+        )  # fmt: skip
+        assert res.returncode == 0, res.stderr
+    plain = [json.loads(x) for x in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert len(plain) == 3 and all("overlay" not in r and "seg_out" in r for r in plain)
+    with_images = [json.loads(x) for x in (tmp_path / "images.jsonl").read_text().splitlines()]
+    jpeg = base64.b64decode(with_images[0]["overlay"]["value"])
+    assert with_images[0]["overlay"]["type"] == "base64" and jpeg[:3] == b"\xff\xd8\xff"

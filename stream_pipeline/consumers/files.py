@@ -142,7 +142,9 @@ def prepare_output_file(path: Path, what: str) -> None:
 class JsonlSink(Sink):
     """One ``semantic_segmentation_prediction`` JSON object per line (see DESIGN.md).
 
-    ``with_masks=False`` leaves out the ``rle_mask`` of each entry. ``raw=True`` adds the raw
+    ``with_masks=False`` leaves out the ``rle_mask`` of each entry. ``record(prediction,
+    result)``, when given, turns each frame's prediction object into the line written (a
+    workflow run writes the record its ``outputs`` describe). ``raw=True`` adds the raw
     endpoint form (:func:`~stream_pipeline.model.serialize.raw_dict`: base64 PNG masks,
     ``class_map``, ``present_class_ids``) to the same object under the key ``"raw"``, so one line
     still describes one frame and readers of the block's format keep working.
@@ -171,8 +173,10 @@ class JsonlSink(Sink):
         rotate_bytes: int | None = None,
         rotate_seconds: float | None = None,
         retention: Retention | None = None,
+        record: Callable[[dict[str, Any], SegResult], dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(source_id)
+        self.record = record
         if rotate_bytes is not None and rotate_bytes <= 0:
             raise ConfigError(f"JSONL rotation size must be > 0 bytes, got {rotate_bytes!r}")
         if rotate_seconds is not None and not rotate_seconds > 0:
@@ -214,7 +218,13 @@ class JsonlSink(Sink):
         if self._fd is None or self._context is None:
             raise SinkError(f"JSONL sink for {self.path} is not open")
         ctx = self._context
-        if self.raw:
+        if self.record is not None:  # a workflow run: the record its `outputs` describe
+            pred = prediction_dict(
+                result, ctx.class_names, ctx.model_id, ctx.background_id, self.with_masks
+            )
+            obj = self.record(pred, result)
+            line = (json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        elif self.raw:
             obj = prediction_dict(
                 result, ctx.class_names, ctx.model_id, ctx.background_id, self.with_masks
             )

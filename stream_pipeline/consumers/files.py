@@ -140,7 +140,7 @@ def prepare_output_file(path: Path, what: str) -> None:
 
 
 class JsonlSink(Sink):
-    """One ``semantic_segmentation_prediction`` JSON object per line (see DESIGN.md).
+    """One ``semantic_segmentation_prediction`` JSON object per line (see docs/outputs.md).
 
     ``with_masks=False`` leaves out the ``rle_mask`` of each entry. ``record(prediction,
     result)``, when given, turns each frame's prediction object into the line written (a

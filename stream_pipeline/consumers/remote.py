@@ -71,8 +71,8 @@ def spool_directory(base: str | os.PathLike[str], kind: str, url: str) -> Path:
 class RemoteSink(Sink):
     """Base of the sinks that leave the machine (``spooled`` delivery, ``best_effort`` failure).
 
-    ``payload`` is ``full`` (the prediction JSON of DESIGN.md; ``with_masks=False`` leaves out the
-    RLE masks) or ``summary`` (:func:`summary_dict`). ``spool_bytes`` bounds the spool on disk.
+    ``payload`` is ``full`` (the prediction JSON, docs/outputs.md; ``with_masks=False`` leaves out
+    the RLE masks) or ``summary`` (:func:`summary_dict`). ``spool_bytes`` bounds the spool on disk.
     """
 
     delivery = Delivery.SPOOLED

@@ -1,6 +1,6 @@
 """Model packages: ``model.onnx`` + ``model.json``, parsed and validated on load.
 
-The format is the one in DESIGN.md ("The model contract"). Every problem is reported as a
+The format is the one in docs/models.md ("Model packages"). Every problem is reported as a
 :class:`~stream_pipeline.errors.ModelError` whose one-line message names the file and the field.
 """
 

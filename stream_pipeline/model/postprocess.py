@@ -4,8 +4,8 @@
 :func:`postprocess_fast` is one fused per-pixel kernel (numba, parallel over rows) that never
 materialises C×H×W at frame size; it must agree with the reference (tests check it).
 
-Semantics (DESIGN.md, as Roboflow computes them): crop the letterbox padding (rounded into logit
-cells) and resize the logits to the frame (bilinear; antialiased when the frame is smaller);
+Semantics (as Roboflow computes them; docs/outputs.md): crop the letterbox padding (rounded into
+logit cells) and resize the logits to the frame (bilinear; antialiased when the frame is smaller);
 softmax (or sigmoid, or none) over classes; confidence = max, class = argmax (mapped through the
 channel → class table, so a net without a background channel skips that slot; a 1-channel head is
 binary: sigmoid gives the foreground's confidence); pixels with confidence below their class's

@@ -159,7 +159,7 @@ def prediction_dict(
     background_id: int,
     with_masks: bool = True,
 ) -> dict[str, Any]:
-    """The ``semantic_segmentation_prediction`` object for one frame (see DESIGN.md)."""
+    """The ``semantic_segmentation_prediction`` object for one frame (see docs/outputs.md)."""
     conf8 = confidence_u8(result.confidence)
     count, total, box = class_statistics(result.class_map, conf8, len(class_names))
     ids = [i for i in np.flatnonzero(count).tolist() if i != background_id]

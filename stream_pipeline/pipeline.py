@@ -305,6 +305,9 @@ class Pipeline:
         """A typed snapshot of the job: its sources, sinks, worker and latency percentiles."""
         engine = self.engine
         status = engine.status(self._handles, self._runners).for_job(self.job)
+        # The job's own workers, also once released (their counters outlive them).
+        entries = {id(h.model): h.model for h in self._handles}
+        status = dataclasses.replace(status, workers=tuple(e.status() for e in entries.values()))
         if self.started_at is None:
             return dataclasses.replace(status, elapsed=0.0, fps=0.0)
         elapsed = time.monotonic() - self.started_at

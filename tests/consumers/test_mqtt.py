@@ -30,9 +30,9 @@ def _run_frames(sink: MqttSink, model: SegmentationModel, n: int, every: float =
     return [r.inference_id for r in results]
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize(("protocol", "qos"), [("3.1.1", 1), ("5", 1), ("3.1.1", 0)])
 def test_one_message_per_frame_on_the_templated_topic(
-    tmp_path: Path, tiny_model: SegmentationModel, mosquitto: Broker, protocol: str
+    tmp_path: Path, tiny_model: SegmentationModel, mosquitto: Broker, protocol: str, qos: int
 ) -> None:
     sub = Subscriber(mosquitto, "jobs/#")
     try:
@@ -40,6 +40,7 @@ def test_one_message_per_frame_on_the_templated_topic(
             mosquitto.url + "/jobs/{job}/{source}/predictions",
             tmp_path / "spool",
             protocol=protocol,
+            qos=qos,
             reconnect=FAST,
         )
         sink.open(context_for(tiny_model, job_id="gate"))

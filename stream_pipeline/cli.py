@@ -69,17 +69,7 @@ def _parser() -> argparse.ArgumentParser:
         help="keep retrying a live source that cannot be opened at start",
     )
     mdl = run.add_argument_group("model")
-    mdl.add_argument(
-        "--model", default=None, help="model id, package dir or .onnx (default: shipped)"
-    )
-    mdl.add_argument("--class-names", default=None, help="comma-separated, for a bare .onnx")
-    mdl.add_argument("--input-size", default=None, metavar="WxH", help="for a bare dynamic .onnx")
-    mdl.add_argument(
-        "--api-key", default=None, help="Roboflow API key for hosted models ($ROBOFLOW_API_KEY)"
-    )
-    mdl.add_argument("--offline", action="store_true", help="never download: cached models only")
-    mdl.add_argument("--confidence-mode", choices=CONFIDENCE_MODES, default=None)
-    mdl.add_argument("--custom-confidence", type=float, default=None)
+    _add_model_args(mdl)
     mdl.add_argument("--workflow", default=None, metavar="FILE", help="Roboflow workflow JSON")
     mdl.add_argument(
         "--param",
@@ -88,10 +78,6 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="workflow parameter (value parsed as JSON when it can be)",
     )
-    mdl.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    mdl.add_argument("--max-batch", type=int, default=4)
-    mdl.add_argument("--max-wait-ms", type=float, default=5.0)
-    mdl.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
     out = run.add_argument_group("outputs")
     out.add_argument(
         "--output-dir",
@@ -135,7 +121,58 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("path")
     imp.add_argument("--id", default=None, help="register under this project/version")
     imp.add_argument("--replace", action="store_true")
+    _add_serve_parser(sub)
     return p
+
+
+def _add_model_args(group: Any) -> None:
+    """The model and threshold flags, shared by ``run`` and ``serve``."""
+    group.add_argument(
+        "--model", default=None, help="model id, package dir or .onnx (default: shipped)"
+    )
+    group.add_argument("--class-names", default=None, help="comma-separated, for a bare .onnx")
+    group.add_argument("--input-size", default=None, metavar="WxH", help="for a bare dynamic .onnx")
+    group.add_argument(
+        "--api-key", default=None, help="Roboflow API key for hosted models ($ROBOFLOW_API_KEY)"
+    )
+    group.add_argument("--offline", action="store_true", help="never download: cached models only")
+    group.add_argument("--confidence-mode", choices=CONFIDENCE_MODES, default=None)
+    group.add_argument("--custom-confidence", type=float, default=None)
+    group.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    group.add_argument("--max-batch", type=int, default=4)
+    group.add_argument("--max-wait-ms", type=float, default=5.0)
+    group.add_argument("--threads", type=int, default=None, help="onnxruntime threads")
+
+
+def _add_serve_parser(sub: Any) -> None:
+    """``serve``: the HTTP app (WHIP ingest, WHEP preview, the page) around one engine."""
+    serve = sub.add_parser("serve", help="serve WHIP ingest, WHEP preview and the page over HTTP")
+    net = serve.add_argument_group("server")
+    net.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)"
+    )
+    net.add_argument("--port", type=int, default=8080, help="TCP port (default: 8080)")
+    net.add_argument(
+        "--token",
+        default=None,
+        help="bearer token clients must send ($STREAM_PIPELINE_TOKEN); required beyond loopback",
+    )
+    net.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="[ID=]URL",
+        help="camera, file or synthetic:// stream to run from the start; repeatable",
+    )
+    net.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="STUN/TURN server: stun:host:port or turn:user:pass@host:port; repeatable",
+    )
+    net.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (0-1)")
+    _add_model_args(serve.add_argument_group("model"))
 
 
 def _add_delivery_args(group: Any) -> None:
@@ -509,6 +546,57 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed and len(failed) == len(status.sources) else 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from stream_pipeline.engine import Thresholds
+    from stream_pipeline.model import load_model
+    from stream_pipeline.server.serve import ServeConfig, serve
+    from stream_pipeline.sources import SourceSpec, parse_source_arg
+
+    env = read_environment()
+    if args.custom_confidence is not None and args.confidence_mode not in (None, "custom"):
+        raise ConfigError("--custom-confidence only applies with --confidence-mode custom")
+    if not 0.0 <= args.opacity <= 1.0:
+        raise ConfigError(f"--opacity must be in [0, 1], got {args.opacity}")
+    mode = args.confidence_mode or ("custom" if args.custom_confidence is not None else "best")
+    # realtime: a file or synthetic stream is paced like a camera, so its preview plays live.
+    specs = tuple(
+        SourceSpec(url=url, id=sid, realtime=True)
+        for sid, url in (parse_source_arg(arg, i) for i, arg in enumerate(args.source))
+    )
+    config = ServeConfig(
+        host=args.host,
+        port=args.port,
+        token=args.token or env.token,
+        sources=specs,
+        ice_servers=tuple(args.ice_server),
+        thresholds=Thresholds(mode, args.custom_confidence),
+        device=args.device,
+        threads=args.threads,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        opacity=args.opacity,
+    )
+    config.validate()  # before the model loads: a missing token fails at once
+    names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
+    size = None
+    if args.input_size:
+        w, _, h = args.input_size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+            raise ConfigError(f"--input-size wants WxH, got {args.input_size!r}")
+        size = (int(w), int(h))
+    model = load_model(
+        args.model or "default",
+        device=args.device,
+        threads=args.threads,
+        class_names=names,
+        input_size=size,
+        registry=env.models_dir,
+        api_key=args.api_key,
+        offline=True if args.offline else None,
+    )
+    return serve(config, model)
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from stream_pipeline.model.registry import import_package, list_packages, resolve_package
     from stream_pipeline.model.session import OnnxSession
@@ -578,6 +666,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "run":
             return _cmd_run(args)
+        if args.command == "serve":
+            return _cmd_serve(args)
         return _cmd_models(args)
     except StreamPipelineError as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

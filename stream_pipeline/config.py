@@ -21,12 +21,15 @@ class Environment:
     ``api_key``: the Roboflow API key for hosted models (``$ROBOFLOW_API_KEY``; never logged).
     ``api_host``: Roboflow's API (``$ROBOFLOW_API_HOST``, default ``https://api.roboflow.com``).
     ``offline``: never touch the network for models (``$STREAM_PIPELINE_OFFLINE`` = 1/true/yes).
+    ``token``: the bearer token of ``stream-pipeline serve`` (``$STREAM_PIPELINE_TOKEN``; never
+    logged).
     """
 
     models_dir: Path
     api_key: str | None = field(default=None, repr=False)
     api_host: str = DEFAULT_API_HOST
     offline: bool = False
+    token: str | None = field(default=None, repr=False)
 
 
 def read_environment() -> Environment:
@@ -43,6 +46,7 @@ def read_environment() -> Environment:
         api_key=os.environ.get("ROBOFLOW_API_KEY") or None,
         api_host=(os.environ.get("ROBOFLOW_API_HOST") or DEFAULT_API_HOST).rstrip("/"),
         offline=offline in ("1", "true", "yes", "on"),
+        token=os.environ.get("STREAM_PIPELINE_TOKEN") or None,
     )
 
 

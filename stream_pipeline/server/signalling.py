@@ -21,7 +21,14 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from aiortc.sdp import SessionDescription
 from fastapi import HTTPException, Request
 
-__all__ = ["MAX_SDP_BYTES", "PeerSession", "SessionRegistry", "new_peer", "read_offer"]
+__all__ = [
+    "MAX_SDP_BYTES",
+    "PeerSession",
+    "SessionRegistry",
+    "ice_server",
+    "new_peer",
+    "read_offer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +77,22 @@ async def read_offer(request: Request, want: str) -> str:
     return text
 
 
+def ice_server(url: str) -> RTCIceServer:
+    """``stun:host:port``, ``turn:host:port?transport=udp`` or, with credentials,
+    ``turn:user:password@host:port``."""
+    scheme, sep, rest = url.partition(":")
+    if not sep or scheme not in ("stun", "stuns", "turn", "turns"):
+        raise ValueError(f"an ICE server is stun:, stuns:, turn: or turns:, got {url!r}")
+    creds, at, where = rest.rpartition("@")
+    if not at:
+        return RTCIceServer(urls=url)
+    user, _, password = creds.partition(":")
+    return RTCIceServer(urls=f"{scheme}:{where}", username=user, credential=password)
+
+
 def new_peer(ice_servers: tuple[str, ...]) -> RTCPeerConnection:
     """A peer connection with the configured STUN/TURN servers (none on loopback)."""
-    servers = [RTCIceServer(urls=url) for url in ice_servers]
+    servers = [ice_server(url) for url in ice_servers]
     return RTCPeerConnection(RTCConfiguration(iceServers=servers) if servers else None)
 
 

@@ -1,0 +1,148 @@
+"""``stream-pipeline serve``: the app on uvicorn (uvloop where installed), with its engine and the
+``--source`` streams running from the start, until SIGINT or SIGTERM.
+
+Startup: load nothing on the loop (the CLI loads the model), open the engine, add the sources
+(a camera that cannot be opened is an error before anything listens), bind the socket (a port in
+use is a :class:`ConfigError`), serve. Shutdown: uvicorn stops taking requests, the app's
+lifespan ends every WebRTC session, then the engine stops every source and worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream_pipeline.engine import Engine, HostNeeds, Thresholds
+from stream_pipeline.errors import ConfigError
+from stream_pipeline.model.segmenter import SegmentationModel
+from stream_pipeline.server.app import ServerSettings, create_app
+from stream_pipeline.server.auth import is_loopback
+from stream_pipeline.server.signalling import ice_server
+from stream_pipeline.sources import SourceSpec
+
+__all__ = ["SERVE_JOB", "ServeConfig", "serve", "serve_forever"]
+
+SERVE_JOB = "serve"  # the job of the --source streams
+
+
+@dataclass(frozen=True, slots=True)
+class ServeConfig:
+    """Everything ``serve`` needs, built by the CLI."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = field(default=None, repr=False)
+    sources: tuple[SourceSpec, ...] = ()
+    ice_servers: tuple[str, ...] = ()
+    thresholds: Thresholds = field(default_factory=Thresholds)
+    device: str = "auto"
+    threads: int | None = None
+    max_batch: int = 4
+    max_wait_ms: float = 5.0
+    opacity: float = 0.5
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a configuration that must not run."""
+        if not is_loopback(self.host) and not self.token:
+            raise ConfigError(
+                f"serve: a token is required when listening on {self.host} (beyond loopback): "
+                "give --token or set STREAM_PIPELINE_TOKEN"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port must be in 0..65535, got {self.port}")
+        for spec in self.sources:
+            spec.validate()
+        for url in self.ice_servers:
+            try:
+                ice_server(url)
+            except ValueError as exc:
+                raise ConfigError(f"--ice-server: {exc}") from None
+        ids = [s.id for s in self.sources]
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"--source ids must differ, got {ids}")
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(128)  # listening before "serving on" is printed: a client may connect at once
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def _server(app: Any) -> Any:
+    """A uvicorn server whose SIGINT/SIGTERM only ask it to stop: uvicorn's own handling raises
+    the signal again once it has stopped, which would kill the process before the engine and the
+    sources are closed."""
+    import uvicorn
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            loop = asyncio.get_running_loop()
+            signals = (signal.SIGINT, signal.SIGTERM)
+            for sig in signals:
+                loop.add_signal_handler(sig, self.handle_exit, sig, None)
+            try:
+                yield
+            finally:
+                for sig in signals:
+                    loop.remove_signal_handler(sig)
+
+    return _Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+
+
+async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
+    """Run the server until uvicorn is told to stop (SIGINT/SIGTERM); see the module docstring."""
+    config.validate()
+    async with Engine(
+        device=config.device,
+        threads=config.threads,
+        max_batch=config.max_batch,
+        max_wait_ms=config.max_wait_ms,
+    ) as engine:
+        for spec in config.sources:
+            await engine.add_source(
+                spec, model=model, thresholds=config.thresholds, job=SERVE_JOB,
+                needs=HostNeeds(pixels=True),
+            )  # fmt: skip
+        settings = ServerSettings(
+            model=model,
+            thresholds=config.thresholds,
+            token=config.token,
+            ice_servers=config.ice_servers,
+            opacity=config.opacity,
+        )
+        app = create_app(engine, settings)
+        sock = _bind(config.host, config.port)
+        port = sock.getsockname()[1]
+        server = _server(app)
+        shown = f"[{config.host}]" if ":" in config.host else config.host
+        sys.stderr.write(
+            f"serving on http://{shown}:{port}/ ({len(config.sources)} source(s)); Ctrl-C stops\n"
+        )
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            sock.close()
+
+
+def serve(config: ServeConfig, model: SegmentationModel) -> int:
+    """Run :func:`serve_forever` on uvloop (where installed); 0 after a clean stop."""
+    from stream_pipeline.runner import run_with_loop
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    run_with_loop(lambda: serve_forever(config, model))
+    return 0

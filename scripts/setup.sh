@@ -9,7 +9,7 @@ PY=${PYTHON:-python3}
 if [[ "${1:-}" == "--system" ]]; then
   pkgs=(ffmpeg gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-tools
         gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
-        gstreamer1.0-plugins-bad mosquitto)
+        gstreamer1.0-plugins-bad mosquitto chromium chromium-driver iproute2)
   missing=()
   for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -149,5 +149,6 @@ def test_a_roboflow_workflow_runs_with_a_key_then_offline_without_one(
     assert code == 0, err
     lines = [out1.read_text().splitlines(), out2.read_text().splitlines()]
     assert [len(x) for x in lines] == [3, 3]
-    assert json.loads(lines[1][0])["model_id"] == "my_project/3"
+    # the workflow's output "predictions" ($steps.seg.*) by its name, as Roboflow shapes it
+    assert json.loads(lines[1][0])["predictions"]["model_id"] == "my_project/3"
     assert KEY not in out1.read_text() + err

@@ -314,7 +314,7 @@ def test_rtsp_output_survives_server_absence(
     summary = json.loads(res.stdout.splitlines()[-1])
     sink = next(s for s in summary["sinks"] if s["type"] == "rtsp-out")
     assert sink["delivered"] == 0 and sink["last_error"] and sink["reconnects"] >= 1
-    assert sink["dropped"] > 0 and sink["state"] == "closed"
+    assert sink["dropped"] > 0 and sink["state"] == "stopped"
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 30
 
 

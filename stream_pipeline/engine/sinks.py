@@ -12,7 +12,7 @@ from stream_pipeline.buffer import RingClosed
 from stream_pipeline.consumers.base import Failure, Sink, SinkContext
 from stream_pipeline.engine.fanout import Consumer
 from stream_pipeline.engine.status import SinkStatus
-from stream_pipeline.engine.threads import ManagedThread
+from stream_pipeline.engine.threads import JOIN_GRACE_SECONDS, ManagedThread
 
 __all__ = ["SinkRunner"]
 
@@ -67,7 +67,8 @@ class SinkRunner:
         """Open the sink in a thread; raise what it raises (bad path, …)."""
         await asyncio.to_thread(self.sink.open, context)
         self._opened = True
-        self.sink.stats.set_state("open")
+        if self.sink.stats.snapshot().state == "idle":  # a sink's own word wins ("connecting")
+            self.sink.stats.set_state("open")
 
     def start(self) -> None:
         """Start the sink's thread."""
@@ -102,7 +103,7 @@ class SinkRunner:
             log.error("sink %s (%s) failed: %s", sink.name, self.sink.failure.value, message)
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
                 self._loop.call_soon_threadsafe(self._report, error)
-        else:
+        elif sink.stats.snapshot().state in ("idle", "open"):  # keep a sink's own last word
             sink.stats.set_state("closed")
 
     def _report(self, error: BaseException) -> None:
@@ -110,9 +111,14 @@ class SinkRunner:
         self._on_failure(self, error)
 
     async def wait(self) -> None:
-        """Wait until the sink's thread has drained its ring and closed the sink."""
+        """Wait until the sink's thread has drained its ring and closed the sink.
+
+        A remote sink's ``close`` may wait up to its own ``drain_timeout`` for the far end; the
+        grace before the thread is abandoned is that plus the usual margin.
+        """
         if self._thread is not None:
-            await self._thread.join()
+            drain = float(getattr(self.sink, "drain_timeout", 0.0) or 0.0)
+            await self._thread.join(JOIN_GRACE_SECONDS + drain)
         elif self._opened:
             await asyncio.to_thread(self.sink.close)
             self._opened = False

@@ -52,7 +52,8 @@ def planes_of_av_frame(frame: Any, be: Backend) -> Planes:
         xp.cuda.runtime.deviceSynchronize()  # the decoder's writes, before a stream-less import
         y = xp.from_dlpack(_NoStreamPlane(frame.planes[0]))
         uv = xp.from_dlpack(_NoStreamPlane(frame.planes[1]))
-        return Planes(_as_2d(y, height), width, height, _as_2d(uv, height // 2), color)
+        uv2 = _as_2d(uv, height // 2)
+        return Planes(_as_2d(y, height), width, height, uv2, color, owner=frame)
     nv12 = frame.to_ndarray(format="nv12")
     if be.on_device:
         pinned = be.pinned(nv12.shape, np.uint8)

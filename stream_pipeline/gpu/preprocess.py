@@ -12,6 +12,7 @@ per geometry. :func:`preprocess_xp` is array code; :func:`preprocess_fused` laun
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +87,7 @@ class Planes:
     height: int
     uv: Any = None
     color: ColorSpec = ColorSpec()
+    owner: Any = None  # what the planes' memory belongs to (a decoder's frame), kept alive here
 
     @property
     def nv12(self) -> bool:
@@ -138,12 +140,18 @@ def normalisation(spec: InputSpec) -> tuple[npt.NDArray[np.float32], npt.NDArray
     return a, b
 
 
+@functools.lru_cache(maxsize=16)
+def _coefficients(be: Backend, color: ColorSpec) -> Any:
+    # Uploaded once per (backend, colour spec), not once per frame.
+    return be.to_device(color.coefficients())
+
+
 def _rgb_at(be: Backend, planes: Planes, rows: Any, cols: Any) -> Any:
     """RGB int32 ``(len(rows), len(cols), 3)`` of the frame at the given pixel indices."""
     xp = be.xp
     if not planes.nv12:
         return planes.y[rows[:, None], cols[None, :]].astype(xp.int32)
-    coef = be.to_device(planes.color.coefficients())
+    coef = _coefficients(be, planes.color)
     luma = planes.y[rows[:, None], cols[None, :]].astype(xp.float32)
     y = (luma - coef[0]) * coef[1]
     uv_rows = (rows // 2)[:, None]
@@ -204,7 +212,7 @@ def preprocess_fused(
     i32 = np.int32
     y = planes.y
     uv = planes.uv if planes.nv12 else y
-    coef = be.to_device(planes.color.coefficients())
+    coef = _coefficients(be, planes.color)
     kernel(
         grid_for(geo.input_width, geo.input_height),
         BLOCK,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -54,7 +55,7 @@ class _Slot:
     event: Any = None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, weakref_slot=True)
 class _Pending:
     items: Sequence[Any]
     slot: _Slot
@@ -63,6 +64,7 @@ class _Pending:
     picked: float
     preprocess: float
     infer: float
+    release: Any = None  # returns the slot: when finished, or when the batch is dropped unseen
 
 
 class CudaWorker:
@@ -157,7 +159,16 @@ class CudaWorker:
             s.run()
             slot.logits[...] = s.output
             slot.event = be.record(self._infer_stream)
-        return _Pending(items, slot, planes, geos, picked, t1 - t0, time.perf_counter() - t1)
+        pending = _Pending(items, slot, planes, geos, picked, t1 - t0, time.perf_counter() - t1)
+        # A batch the engine drops without finishing it (a hard stop) still gives its slot back
+        # when it is collected, so the next start never waits for a slot nobody will free.
+        pending.release = weakref.finalize(pending, self._give_back, slot)
+        return pending
+
+    def _give_back(self, slot: _Slot) -> None:
+        with self._slot_ready:
+            self._free.append(slot)
+            self._slot_ready.notify()
 
     # -- postprocess thread -------------------------------------------------------------------
 
@@ -183,9 +194,7 @@ class CudaWorker:
             try:
                 out.extend(self._finish(part))
             finally:
-                with self._slot_ready:
-                    self._free.append(part.slot)
-                    self._slot_ready.notify()
+                part.release()
         return out
 
     def _finish(self, pending: _Pending) -> list[SegResult]:
@@ -236,7 +245,6 @@ class CudaWorker:
             return
         self._closed = True
         self._slots.clear()
-        self._free.clear()
         self._tables.clear()
         self._taps.clear()
         self._pinned.clear()

@@ -202,3 +202,15 @@ def test_make_worker_choices(tiny_model: SegmentationModel) -> None:
     with pytest.raises(ValueError, match="worker kind must be one of"):
         make_worker(tiny_model, kind="tpu")
     assert worker_module.make_worker is make_worker
+
+
+def test_a_dropped_batch_gives_its_slot_back(tmp_path: Path, tiny_model: SegmentationModel) -> None:
+    """Batches started but never finished (an engine's hard stop drops them) free their slots:
+    a later batch still runs instead of waiting forever."""
+    frames = _decoded(write_video(tmp_path / "v.mp4", frames=1, width=64, height=48))
+    items = _items(frames, nv12=False, thresholds=Thresholds("best"))
+    device = make_worker(tiny_model, kind="xp-cpu")
+    for _ in range(5):  # more than the worker's slots
+        device.start(items, 0.0)
+    results = device.finish(device.start(items, 0.0))
+    assert [r.frame.meta.frame_id for r in results if r.frame] == [0]

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stream_pipeline.buffer import DropPolicy
 from stream_pipeline.consumers import CallbackSink, JsonlSink
 from stream_pipeline.consumers.base import Delivery, Failure
 from stream_pipeline.engine import Engine, Thresholds
@@ -271,7 +272,7 @@ async def test_track_source_on_the_loop(tiny_model: SegmentationModel) -> None:
     from stream_pipeline.scenes import StreetScene
     from stream_pipeline.sources.track import TrackSource
 
-    class SceneTrack(VideoStreamTrack):  # type: ignore[misc]
+    class SceneTrack(VideoStreamTrack):
         def __init__(self, frames: int) -> None:
             super().__init__()
             self.scene = StreetScene(96, 64, seed=1)
@@ -287,7 +288,7 @@ async def test_track_source_on_the_loop(tiny_model: SegmentationModel) -> None:
             frame.pts, frame.time_base = pts, time_base
             return frame
 
-    spec = SourceSpec("webrtc://peer", id="peer", buffer_policy="block")
+    spec = SourceSpec("webrtc://peer", id="peer", buffer_policy=DropPolicy.BLOCK)
     got: list[SegResult] = []
     async with Engine(device="cpu") as engine:
         handle = await engine.add_source(

@@ -160,10 +160,15 @@ def test_worker_matches_cpu_worker_on_rgb_frames(
     tmp_path: Path, meta: dict[str, Any], net: dict[str, Any]
 ) -> None:
     pkg = write_package(tmp_path / "pkg", STREET_CLASSES, meta=meta, **net)
-    model = load_model(str(pkg), device="cpu", threads=1)
+    device = _compare_with_cpu_worker(load_model(str(pkg), device="cpu", threads=1), tmp_path)
+    device.close()
+    device.close()  # idempotent
+
+
+def _compare_with_cpu_worker(model: SegmentationModel, tmp_path: Path) -> Any:
+    """RGB frames of a video through both workers: within the bounds. Returns the device one."""
     frames = _decoded(write_video(tmp_path / "v.mp4", frames=5, width=150, height=90))
-    thresholds = Thresholds("best")
-    items = _items(frames, nv12=False, thresholds=thresholds)
+    items = _items(frames, nv12=False, thresholds=Thresholds("best"))
     want = CpuWorker(model).finish(CpuWorker(model).start(items, 0.0))
     device = make_worker(model, kind="xp-host-kernels")
     got = device.finish(device.start(items, 0.0))
@@ -176,8 +181,7 @@ def test_worker_matches_cpu_worker_on_rgb_frames(
         gap = np.abs(g.confidence - w.confidence)[same]
         assert gap.max() <= 1 / 255 + 1e-7
         assert g.present_class_ids == tuple(int(k) for k in np.unique(g.class_map))
-    device.close()
-    device.close()  # idempotent
+    return device
 
 
 def test_nv12_frames_through_the_worker(tmp_path: Path, tiny_model: SegmentationModel) -> None:
@@ -214,3 +218,41 @@ def test_a_dropped_batch_gives_its_slot_back(tmp_path: Path, tiny_model: Segment
         device.start(items, 0.0)
     results = device.finish(device.start(items, 0.0))
     assert [r.frame.meta.frame_id for r in results if r.frame] == [0]
+
+
+def _fp16_package(directory: Path) -> Path:
+    """The tiny package with an fp16 network (fp16 in, fp16 logits out; fp32 inside, so the CPU
+    execution provider runs it)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    write_package(directory, STREET_CLASSES)
+    net = onnx.load(str(directory / "model.onnx"))
+    g = net.graph
+    nodes = [
+        helper.make_node("Cast", ["images16"], ["images"], to=TensorProto.FLOAT),
+        *g.node,
+        helper.make_node("Cast", [g.node[-1].output[0]], ["logits16"], to=TensorProto.FLOAT16),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny16",
+        [helper.make_tensor_value_info("images16", TensorProto.FLOAT16, ["N", 3, "H", "W"])],
+        [helper.make_tensor_value_info("logits16", TensorProto.FLOAT16, None)],
+        initializer=[
+            numpy_helper.from_array(numpy_helper.to_array(t), t.name) for t in g.initializer
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(directory / "model.onnx"))
+    return directory
+
+
+def test_fp16_network(tmp_path: Path) -> None:
+    """An fp16 network gets its bound input in fp16 and its fp16 logits are read back: the
+    results are the CPU worker's, within the bounds."""
+    model = load_model(str(_fp16_package(tmp_path / "pkg")), device="cpu", threads=1)
+    assert model.session.input_dtype == np.float16
+    device = _compare_with_cpu_worker(model, tmp_path)
+    assert device.session.input.dtype == np.float16

@@ -93,7 +93,12 @@ def _subscribe(broker: Broker, topic: str, got: list[dict[str, Any]]) -> mqtt.Cl
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="tls-subscriber")
     client.username_pw_set(USER, PASSWORD)
     client.tls_set(ca_certs=str(broker.directory / "ca.pem"), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-    client.on_connect = lambda c, *_: (c.subscribe(topic, qos=1), ready.set())
+
+    def on_connect(c: mqtt.Client, *_: Any) -> None:
+        c.subscribe(topic, qos=1)
+        ready.set()
+
+    client.on_connect = on_connect
     client.on_message = lambda c, u, msg: got.append(json.loads(msg.payload))
     client.connect("127.0.0.1", broker.port)
     client.loop_start()

@@ -144,9 +144,9 @@ def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
     kinds = ("auto", "cpu", "cuda", "xp-cpu", "xp-host-kernels")
     if kind not in kinds:
         raise ConfigError(f"worker kind must be one of {', '.join(kinds)}, got {kind!r}")
-    if kind == "cpu":
+    if kind == "cpu" or (kind == "auto" and model.session.device != "cuda"):
         return CpuWorker(model)
-    # Imported here: the CPU-only install never loads the device path.
+    # Imported here: a CPU session never loads the device path.
     from stream_pipeline.gpu.worker import CudaWorker
     from stream_pipeline.gpu.xp import backend, cupy_available
     from stream_pipeline.model.package import ImageSteps
@@ -164,6 +164,6 @@ def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
         if not plain:
             raise ConfigError("the CUDA worker does not run image_pre_processing steps")
         return CudaWorker(model, backend("cupy"))
-    if model.session.device == "cuda" and plain and cupy_available():
+    if plain and cupy_available():
         return CudaWorker(model, backend("cupy"))
     return CpuWorker(model)

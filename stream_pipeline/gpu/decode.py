@@ -55,11 +55,14 @@ def planes_of_av_frame(frame: Any, be: Backend) -> Planes:
         uv2 = _as_2d(uv, height // 2)
         return Planes(_as_2d(y, height), width, height, uv2, color, owner=frame)
     nv12 = frame.to_ndarray(format="nv12")
+    owner = None
     if be.on_device:
-        pinned = be.pinned(nv12.shape, np.uint8)
-        np.copyto(pinned, nv12)
-        nv12 = be.xp.asarray(pinned)
-    return Planes(nv12[:height], width, height, nv12[height:], color)
+        # The upload is asynchronous on the current stream: the page-locked source stays alive
+        # with the planes, so the pool cannot hand it out again mid-copy.
+        owner = be.pinned(nv12.shape, np.uint8)
+        np.copyto(owner, nv12)
+        nv12 = be.xp.asarray(owner)
+    return Planes(nv12[:height], width, height, nv12[height:], color, owner=owner)
 
 
 def open_nvdec(url: str, device: int = 0, **options: Any) -> Iterator[Any]:

@@ -58,17 +58,17 @@ SP_EXTERN __global__ void sp_postprocess(
             /* Online softmax: rescale the running sum to the new maximum. The guard keeps the
                exponent finite for the first channel and for NaN. */
             float d = vmax - v;
-            total = (d > -87.0f ? total * expf(d) : 0.0f) + 1.0f;
+            total = (d > -87.0f ? total * SP_EXP(d) : 0.0f) + 1.0f;
             vmax = v;
             best = k;
         } else {
             float d = v - vmax;
-            total += d > -87.0f ? expf(d) : 0.0f;
+            total += d > -87.0f ? SP_EXP(d) : 0.0f;
         }
     }
     float prob;
     if (activation == 0) prob = 1.0f / total;
-    else if (activation == 1) prob = 1.0f / (1.0f + expf(-vmax));
+    else if (activation == 1) prob = 1.0f / (1.0f + SP_EXP(-vmax));
     else prob = vmax;
     int cid = ids[best];
     long at = (long)r * width + c;
@@ -171,7 +171,7 @@ def grid_for(width: int, height: int) -> tuple[int, int]:
 def kernels(target: str, class_type: str = "unsigned char") -> dict[str, Any]:
     """``{"sp_postprocess", "sp_preprocess"}`` launchers for ``target`` ("cuda" or "host")."""
     if target == "host":
-        defines: Sequence[str] = (f"CLASS_T={class_type}", "SP_NEG_INF=(-INFINITY)")
+        defines: Sequence[str] = (f"CLASS_T={class_type}", "SP_NEG_INF=(-INFINITY)", "SP_EXP=expf")
         out = dict(compile_host(POSTPROCESS_SOURCE, defines))
         out.update(compile_host(PREPROCESS_SOURCE))
         return out

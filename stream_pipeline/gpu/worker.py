@@ -98,6 +98,7 @@ class CudaWorker:
         self._taps: dict[tuple[int, int, int, int], DeviceTaps] = {}
         self._heads: dict[tuple[int, str, float | None], DeviceHead] = {}
         self._pinned: dict[tuple[int, ...], Any] = {}
+        self._out: dict[tuple[int, int, int, str], tuple[Any, Any]] = {}
         self._closed = False
 
     # -- gather thread ------------------------------------------------------------------------
@@ -159,6 +160,9 @@ class CudaWorker:
             s.run()
             slot.logits[...] = s.output
             slot.event = be.record(self._infer_stream)
+            # Uploads from the pinned slots are asynchronous: they must be done before the next
+            # batch refills those slots (ONNX Runtime has waited for its own work already).
+            be.synchronize(self._infer_stream)
         pending = _Pending(items, slot, planes, geos, picked, t1 - t0, time.perf_counter() - t1)
         # A batch the engine drops without finishing it (a hard stop) still gives its slot back
         # when it is collected, so the next start never waits for a slot nobody will free.
@@ -197,46 +201,58 @@ class CudaWorker:
                 part.release()
         return out
 
+    def _maps(self, index: int, height: int, width: int, dtype: Any) -> tuple[Any, Any]:
+        """Preallocated device maps for batch position ``index`` (reused: the downloads of a
+        batch end before the next batch is postprocessed)."""
+        key = (index, height, width, np.dtype(dtype).str)
+        maps = self._out.get(key)
+        if maps is None:
+            xp = self.be.xp
+            maps = xp.empty((height, width), dtype), xp.empty((height, width), xp.uint8)
+            self._out[key] = maps
+        return maps
+
     def _finish(self, pending: _Pending) -> list[SegResult]:
         be = self.be
         xp = be.xp
         n_classes = len(self.model.class_names)
         _, channels, lh, lw = pending.slot.logits.shape
-        size = len(pending.items)
-        results = []
+        t0 = time.perf_counter()
+        host: list[tuple[Any, Any, Any, Any]] = []
         with be.on(self._post_stream):
             be.wait(self._post_stream, pending.slot.event)
             for i, item in enumerate(pending.items):
-                t0 = time.perf_counter()
                 geo = pending.geos[i]
                 head, dhead = self._head(channels, item.thresholds.mode, item.thresholds.custom)
                 taps = self._taps_for(geo, lh, lw)
                 logits = pending.slot.logits[i]
                 if be.kernels:
-                    cls = xp.empty((geo.frame_height, geo.frame_width), head.class_dtype)
-                    conf8 = xp.empty((geo.frame_height, geo.frame_width), xp.uint8)
+                    cls, conf8 = self._maps(i, geo.frame_height, geo.frame_width, head.class_dtype)
                     postprocess_fused(be, logits, taps, dhead, cls, conf8)
                 else:
                     cls, conf8 = postprocess_xp(be, logits, taps, dhead)
+                # uint8(conf × 255) / 255 serialises back to the same uint8 (all 256 values);
+                # made on the device so the host thread converts nothing.
+                conf = conf8.astype(xp.float32) / xp.float32(255.0)
                 counts = xp.bincount(cls.ravel().astype(xp.int64), minlength=n_classes)
-                frame = item.frame
-                if item.needs.pixels and not frame.on_host:
-                    rgb = be.to_host(nv12_to_rgb_xp(be, pending.planes[i]))
-                    frame = Frame(frame.meta, rgb=rgb)
-                class_map = be.to_host(cls)
-                # uint8(conf × 255) / 255 serialises back to the same uint8 (checked for all 256)
-                conf = be.to_host(conf8).astype(np.float32) / np.float32(255.0)
-                present = tuple(int(k) for k in np.flatnonzero(be.to_host(counts)))
-                timings = StageTimings(
-                    queue=pending.picked - frame.meta.arrival_monotonic,
-                    preprocess=pending.preprocess,
-                    infer=pending.infer,
-                    postprocess=time.perf_counter() - t0,
-                    batch_size=size,
-                )
-                results.append(
-                    SegResult(class_map, conf, present, frame, str(uuid.uuid4()), timings)
-                )
+                rgb = None
+                if item.needs.pixels and not item.frame.on_host:
+                    rgb = be.download(nv12_to_rgb_xp(be, pending.planes[i]))
+                host.append((be.download(cls), be.download(conf), be.download(counts), rgb))
+            be.synchronize(self._post_stream)  # every download of the batch, once
+        per_frame = (time.perf_counter() - t0) / max(1, len(pending.items))
+        results = []
+        for item, (class_map, conf, counts, rgb) in zip(pending.items, host, strict=True):
+            frame = item.frame if rgb is None else Frame(item.frame.meta, rgb=rgb)
+            timings = StageTimings(
+                queue=pending.picked - frame.meta.arrival_monotonic,
+                preprocess=pending.preprocess,
+                infer=pending.infer,
+                postprocess=per_frame,
+                batch_size=len(pending.items),
+            )
+            present = tuple(int(k) for k in np.flatnonzero(counts))
+            results.append(SegResult(class_map, conf, present, frame, str(uuid.uuid4()), timings))
         return results
 
     def close(self) -> None:
@@ -248,3 +264,4 @@ class CudaWorker:
         self._tables.clear()
         self._taps.clear()
         self._pinned.clear()
+        self._out.clear()

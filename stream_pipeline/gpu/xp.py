@@ -61,6 +61,16 @@ class Backend:
         array.get(out=out)
         return out
 
+    def download(self, array: Any) -> npt.NDArray[Any]:
+        """A new host copy of ``array``. On CUDA the copy is queued on the current stream into
+        page-locked memory from CuPy's pinned pool (returned to it when the array is freed):
+        synchronise the stream before reading it."""
+        if not self.on_device:
+            return np.array(array, copy=True)
+        out = self.pinned(tuple(array.shape), array.dtype)
+        array.get(out=out, blocking=False)
+        return out
+
     def pinned(self, shape: tuple[int, ...], dtype: Any) -> npt.NDArray[Any]:
         """A host array in page-locked memory on CUDA (plain memory on numpy)."""
         if not self.on_device:

@@ -129,7 +129,9 @@ class CpuWorker:
         """Nothing held beyond the model (the engine releases it)."""
 
 
-def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
+def make_worker(
+    model: SegmentationModel, kind: str = "auto", batch: int | None = None
+) -> BatchWorker:
     """The worker for the device ``model``'s session runs on.
 
     ``auto``: the CUDA worker (:class:`stream_pipeline.gpu.worker.CudaWorker` on CuPy) when the
@@ -137,7 +139,8 @@ def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
     steps (those run on the host, in the CPU worker); else the CPU worker. ``cpu`` and ``cuda``
     force one. ``xp-cpu`` and ``xp-host-kernels`` run the CUDA worker's code with numpy on the
     host (array path, or its kernels compiled for the host): the explicit hooks that let CI
-    check the device path against the CPU worker.
+    check the device path against the CPU worker. ``batch``: the CUDA worker's bound batch (the
+    engine's ``max_batch``; default 4).
     """
     from stream_pipeline.errors import ConfigError
 
@@ -147,14 +150,15 @@ def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
     if kind == "cpu" or (kind == "auto" and model.session.device != "cuda"):
         return CpuWorker(model)
     # Imported here: a CPU session never loads the device path.
-    from stream_pipeline.gpu.worker import CudaWorker
+    from stream_pipeline.gpu.worker import DEFAULT_BATCH, CudaWorker
     from stream_pipeline.gpu.xp import backend, cupy_available
     from stream_pipeline.model.package import ImageSteps
 
+    size = batch or DEFAULT_BATCH
     if kind == "xp-cpu":
-        return CudaWorker(model, backend("numpy"))
+        return CudaWorker(model, backend("numpy"), batch=size)
     if kind == "xp-host-kernels":
-        return CudaWorker(model, backend("numpy", kernels="host"))
+        return CudaWorker(model, backend("numpy", kernels="host"), batch=size)
     plain = model.package.image_steps == ImageSteps()
     if kind == "cuda":
         if not cupy_available():
@@ -163,7 +167,7 @@ def make_worker(model: SegmentationModel, kind: str = "auto") -> BatchWorker:
             )
         if not plain:
             raise ConfigError("the CUDA worker does not run image_pre_processing steps")
-        return CudaWorker(model, backend("cupy"))
+        return CudaWorker(model, backend("cupy"), batch=size)
     if plain and cupy_available():
-        return CudaWorker(model, backend("cupy"))
+        return CudaWorker(model, backend("cupy"), batch=size)
     return CpuWorker(model)

@@ -44,9 +44,10 @@ from stream_pipeline.gpu.xp import Backend
 from stream_pipeline.model.geometry import Geometry, geometry_for
 from stream_pipeline.model.segmenter import SegmentationModel
 
-__all__ = ["CudaWorker"]
+__all__ = ["DEFAULT_BATCH", "CudaWorker"]
 
 _SLOTS = 3
+DEFAULT_BATCH = 4  # the engine's default max_batch
 
 
 @dataclass(slots=True)
@@ -68,13 +69,18 @@ class _Pending:
 
 
 class CudaWorker:
-    """Frames → results on an array backend (CuPy on CUDA; numpy on the host for checks)."""
+    """Frames → results on an array backend (CuPy on CUDA; numpy on the host for checks).
+
+    ``batch`` is the bound batch (a static-batch export fixes it): bigger batches from the
+    engine run in chunks, smaller ones are padded — so it should be the engine's ``max_batch``
+    (:data:`DEFAULT_BATCH` matches its default).
+    """
 
     def __init__(
         self,
         model: SegmentationModel,
         be: Backend,
-        batch: int = 8,
+        batch: int = DEFAULT_BATCH,
         options: BindOptions | None = None,
     ) -> None:
         self.model = model

@@ -203,6 +203,8 @@ def test_nv12_frames_through_the_worker(tmp_path: Path, tiny_model: Segmentation
 def test_make_worker_choices(tiny_model: SegmentationModel) -> None:
     assert make_worker(tiny_model).device == "cpu"  # a CPU session: the CPU worker
     assert make_worker(tiny_model, kind="xp-cpu").device == "xp-cpu"
+    # the bound batch follows the engine's max_batch when given
+    assert make_worker(tiny_model, kind="xp-cpu", batch=2).session.batch == 2  # type: ignore[attr-defined]
     with pytest.raises(ValueError, match="worker kind must be one of"):
         make_worker(tiny_model, kind="tpu")
     assert worker_module.make_worker is make_worker

@@ -104,11 +104,18 @@ class Subscriber:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        self.subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", broker.port)
         self.client.loop_start()
+        # Until the broker acknowledged the subscription, what is published is not for us: wait
+        # for the SUBACK so a test never races its own subscriber (seen on a loaded machine).
+        if not self.subscribed.wait(10):
+            self.close()
+            raise RuntimeError("the test subscriber got no SUBACK within 10 s")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DEFAULT_API_HOST", "Environment", "apply_runtime_defaults", "read_environment"]
+__all__ = [
+    "DEFAULT_API_HOST",
+    "Environment",
+    "apply_runtime_defaults",
+    "expand_env",
+    "read_environment",
+]
 
 
 DEFAULT_API_HOST = "https://api.roboflow.com"
@@ -59,3 +66,25 @@ def apply_runtime_defaults() -> None:
     A value the user set wins.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_env(text: str) -> str:
+    """``text`` with each ``${NAME}`` replaced by that environment variable's value.
+
+    Job specs keep the references (so passwords are not stored); sources expand them when they
+    open. An unset variable is a :class:`~stream_pipeline.errors.ConfigError` naming it (never
+    its would-be value).
+    """
+    from stream_pipeline.errors import ConfigError
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1)
+        found = os.environ.get(name)
+        if found is None:
+            raise ConfigError(f"environment variable {name} is not set")
+        return found
+
+    return _ENV_REF.sub(value, text)

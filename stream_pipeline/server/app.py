@@ -36,7 +36,8 @@ class ServerSettings:
     ``token``: the bearer token WHIP, WHEP and ``/streams`` require (``None``: none, for
     loopback). ``ice_servers``: STUN/TURN URLs for real networks. ``connect_timeout``: seconds a
     session may take to connect before it is ended (a failed ICE negotiation). ``peer_timeout``:
-    seconds without an RTCP report from a connected peer before its session ends (it vanished).
+    seconds without RTCP or media from a connected peer before its session ends (it vanished;
+    encoders send RTCP every 5 s or so, ICE consent would notice only after 30 s).
     """
 
     model: SegmentationModel
@@ -44,10 +45,11 @@ class ServerSettings:
     token: str | None = field(default=None, repr=False)
     ice_servers: tuple[str, ...] = ()
     connect_timeout: float = 15.0
-    peer_timeout: float = 8.0
+    peer_timeout: float = 20.0
     opacity: float = 0.5
     max_preview_height: int = MAX_PREVIEW_HEIGHT
     job: str = "whip"
+    jobs: Any = None  # a JobsConfig: the jobs service's routes join the app (docs/jobs.md)
 
 
 class Server:
@@ -145,6 +147,10 @@ def create_app(engine: Engine, settings: ServerSettings) -> FastAPI:
     app.state.server = server
     app.include_router(whip.router)
     app.include_router(whep.router)
+    if settings.jobs is not None:
+        from stream_pipeline.jobs.routes import install_jobs
+
+        install_jobs(app, engine, settings.jobs, settings.token)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

@@ -2,10 +2,10 @@
 
 A session is one ``RTCPeerConnection`` and what it holds (an engine source, a preview viewer). It
 ends — once, whoever asks first — on ``DELETE``, when the peer's DTLS closes (a closed tab), when
-ICE fails, when it is not connected within ``connect_timeout``, when no RTCP report has come from
-the peer for ``peer_timeout`` (a vanished peer: a killed browser sends no goodbye, and ICE consent
-would take 30 s to notice), or at shutdown; ending it closes the peer connection and releases what
-it held.
+ICE fails, when it is not connected within ``connect_timeout``, when nothing (no RTCP, no media)
+has come from the peer for ``peer_timeout`` (a vanished peer: a killed browser sends no goodbye,
+and ICE consent would take 30 s to notice), or at shutdown; ending it closes the peer connection
+and releases what it held.
 """
 
 from __future__ import annotations
@@ -186,23 +186,30 @@ class SessionRegistry:
         session._watchdog = loop.create_task(self._watch(session), name=f"peer-{session.id}")
 
     async def _watch(self, session: PeerSession) -> None:
-        """End ``session`` once its peer has sent no RTCP report for ``peer_timeout``."""
+        """End ``session`` once its peer has been silent for ``peer_timeout``: no RTCP report and
+        no new media packet (encoders send RTCP only every few seconds; media counts too)."""
         pc = session.pc
         heard: datetime.datetime | None = None
+        packets = -1
         period = min(1.0, self.peer_timeout / 4)
         while not session.closed:
             await asyncio.sleep(period)
             if pc.connectionState != "connected":
                 continue  # not yet (the connect timeout applies) or ending already
             now = datetime.datetime.now(datetime.UTC)
+            stats = list((await pc.getStats()).values())
             reports = [
                 s.timestamp
-                for s in (await pc.getStats()).values()
+                for s in stats
                 if s.type in ("remote-inbound-rtp", "remote-outbound-rtp")
             ]
+            received = sum(s.packetsReceived for s in stats if s.type == "inbound-rtp")
+            if received > packets:
+                reports.append(now)
+                packets = received
             heard = max([*reports, heard or now])
             if (now - heard).total_seconds() > self.peer_timeout:
-                log.info("%s %s: no RTCP from the peer for %.0f s", session.kind, session.id,
+                log.info("%s %s: nothing from the peer for %.0f s", session.kind, session.id,
                          self.peer_timeout)  # fmt: skip
                 self.end_soon(session)
                 return

@@ -115,7 +115,8 @@ async def test_chromium_and_aiortc_watch_an_rtsp_camera(
         reconnect=ReconnectPolicy(initial_delay=0.2, max_delay=1.0),
     )  # fmt: skip
     await engine.add_source(spec, model=tiny_model)
-    async with serve_app(engine, ServerSettings(model=tiny_model)) as served:
+    settings = ServerSettings(model=tiny_model, peer_timeout=4.0)
+    async with serve_app(engine, settings) as served:
         viewer = WhepClient(served.http, served.url)
         try:
             async with Browser.start() as browser:

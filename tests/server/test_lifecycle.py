@@ -77,16 +77,22 @@ async def test_50_cycles_leave_no_growth(engine: Engine, tiny_model: Segmentatio
         t0 = time.monotonic()
         for i in range(10, 60):
             await _cycle(served, i, scene)
+            if i == 34:
+                halfway = _usage()
         elapsed = time.monotonic() - t0
         await until(lambda: len(asyncio.all_tasks()) <= before["tasks"], 10, "tasks to end")
         await asyncio.sleep(0.5)
         after = _usage()
-        print(f"50 cycles in {elapsed:.1f} s: before {before}, after {after}")
+        print(f"50 cycles in {elapsed:.1f} s: before {before}, halfway {halfway}, after {after}")
         assert after["tasks"] <= before["tasks"], (before, after)
         assert after["threads"] <= before["threads"], (before, after)
         assert after["executor"] <= min(32, (os.cpu_count() or 1) + 4)
         assert after["fds"] <= before["fds"], (before, after)
-        assert after["rss_mb"] - before["rss_mb"] < 20, (before, after)
+        # RSS moves with the allocator (a new executor thread gets its own malloc arena), so it
+        # gets a margin; a leak of a peer connection per cycle would grow it by tens of MB, and
+        # would keep growing in the second half as in the first.
+        assert after["rss_mb"] - before["rss_mb"] < 30, (before, after)
+        assert after["rss_mb"] - halfway["rss_mb"] < 10, (before, halfway, after)
         assert len(served.server.previews) == 0 and not served.server.stream_ids()
 
 

@@ -5,9 +5,10 @@ uploaded once through a pinned slot — is preprocessed by one kernel straight i
 of the network; ONNX Runtime runs on that stream through IO binding; the logits are copied into
 the batch's slot and an event is recorded. ``finish`` (postprocess thread, a second stream) waits
 for that event, runs the fused postprocess per frame with its source's thresholds into device
-maps, and brings down only the ``uint8`` class map and confidence (and the pixels when the
-consumers asked). Slots (three: one being filled, one in the batcher's hand-off ring, one being
-finished) let consecutive batches overlap without sharing a buffer.
+maps, and brings down only the class map, the confidence and the class counts (and the pixels
+when the consumers asked), queued into page-locked memory and waited for once per batch. Slots
+(three: one being filled, one in the batcher's hand-off ring, one being finished) let
+consecutive batches overlap without sharing a buffer.
 
 With ``Backend("numpy")`` the same code runs on the host — the array path by default, or the
 host-compiled kernels — which is how CI checks it against the CPU worker.
@@ -113,7 +114,11 @@ class CudaWorker:
         if isinstance(frame.device, Planes):
             return frame.device
         rgb = frame.rgb
-        assert rgb is not None  # a Frame holds exactly one of rgb / device
+        if rgb is None:
+            raise TypeError(
+                f"source {frame.meta.source_id}: device pixels must be gpu.preprocess.Planes "
+                f"(NV12 planes), got {type(frame.device).__name__}"
+            )
         if not self.be.on_device:
             return Planes(rgb, rgb.shape[1], rgb.shape[0])
         # Host pixels cross PCIe once, uint8, from a page-locked slot (an async copy). One slot
@@ -145,9 +150,16 @@ class CudaWorker:
         return [self._start(items[i : i + b], picked) for i in range(0, len(items), b)]
 
     def _start(self, items: Sequence[Any], picked: float) -> _Pending:
+        slot = self._take_slot()
+        try:
+            return self._run(items, picked, slot)
+        except BaseException:
+            self._give_back(slot)  # a failed batch (the engine stops) must not keep its slot
+            raise
+
+    def _run(self, items: Sequence[Any], picked: float, slot: _Slot) -> _Pending:
         be, s = self.be, self.session
         spec = self.model.package.input
-        slot = self._take_slot()
         t0 = time.perf_counter()
         planes, geos = [], []
         with be.on(self._infer_stream):

@@ -258,3 +258,16 @@ def test_fp16_network(tmp_path: Path) -> None:
     assert model.session.input_dtype == np.float16
     device = _compare_with_cpu_worker(model, tmp_path)
     assert device.session.input.dtype == np.float16
+
+
+def test_unknown_device_pixels_are_a_worded_error_and_free_the_slot(
+    tmp_path: Path, tiny_model: SegmentationModel
+) -> None:
+    frames = _decoded(write_video(tmp_path / "v.mp4", frames=1, width=64, height=48))
+    items = _items(frames, nv12=False, thresholds=Thresholds("best"))
+    bad = WorkItem(Frame(items[0].frame.meta, device=object()), Thresholds("best"))
+    device = make_worker(tiny_model, kind="xp-cpu")
+    for _ in range(4):  # more than the worker's slots: each failure gave its slot back
+        with pytest.raises(TypeError, match="device pixels must be gpu.preprocess.Planes"):
+            device.start([bad], 0.0)
+    assert len(device.finish(device.start(items, 0.0))) == 1

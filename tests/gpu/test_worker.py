@@ -268,6 +268,6 @@ def test_unknown_device_pixels_are_a_worded_error_and_free_the_slot(
     bad = WorkItem(Frame(items[0].frame.meta, device=object()), Thresholds("best"))
     device = make_worker(tiny_model, kind="xp-cpu")
     for _ in range(4):  # more than the worker's slots: each failure gave its slot back
-        with pytest.raises(TypeError, match="device pixels must be gpu.preprocess.Planes"):
+        with pytest.raises(TypeError, match=r"device pixels must be gpu\.preprocess\.Planes"):
             device.start([bad], 0.0)
     assert len(device.finish(device.start(items, 0.0))) == 1

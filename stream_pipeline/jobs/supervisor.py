@@ -1,0 +1,418 @@
+"""The supervisor: runs every job on the one shared engine, and resumes them after a restart.
+
+One :class:`JobRunner` task per job drives it through its states (queued → starting → running ⇄
+paused → completed | failed | stopped). An error that keeps a job from starting (a missing
+model, a bad workflow, an unset ``${ENV}``, an output that cannot be written) puts it in
+``failed`` with the message, with no retry. A failure while it runs (a critical sink, a source
+that cannot be opened) is retried by the restart policy with exponential backoff. States and
+checkpoints are written to the :class:`~stream_pipeline.jobs.store.JobStore`; on start every job
+that was queued, starting or running is run again (a paused one stays paused).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+from pathlib import Path
+
+from stream_pipeline.buffer import DropPolicy
+from stream_pipeline.config import expand_env
+from stream_pipeline.consumers.base import Sink
+from stream_pipeline.engine import Engine, HostNeeds, SinkRunner, SourceHandle, Thresholds
+from stream_pipeline.errors import ConfigError, SourceError
+from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
+from stream_pipeline.jobs.spec import (
+    JobSpec,
+    JobStatus,
+    SourceSpecModel,
+    VideoSinkSpec,
+)
+from stream_pipeline.jobs.store import JobRecord, JobStore
+from stream_pipeline.jobs.view import job_status
+from stream_pipeline.redact import redact_text
+from stream_pipeline.sources import SourceSpec
+
+__all__ = ["JobConflict", "JobRunner", "JobsConfig", "Supervisor", "UnknownJob"]
+
+log = logging.getLogger(__name__)
+_ACTIVE = ("queued", "starting", "running", "paused")
+_POLL = 0.2  # seconds between looks at a running job (ends, errors, checkpoints)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class JobsConfig:
+    """Where the jobs service keeps its state and writes its outputs."""
+
+    state_dir: Path
+    output_dir: Path
+    backoff_initial: float = 1.0
+    backoff_max: float = 60.0
+
+    @property
+    def spool_dir(self) -> Path:
+        """Remote sinks' spools."""
+        return self.state_dir / "spool"
+
+
+class UnknownJob(KeyError):
+    """No job (or no source in it) by that id: a 404."""
+
+
+class JobConflict(ConfigError):
+    """The request cannot apply to the job as it is now: a 409."""
+
+
+class JobRunner:
+    """One job: its task, its engine sources and sinks, its state."""
+
+    def __init__(self, sup: Supervisor, record: JobRecord) -> None:
+        self.sup = sup
+        self.id = record.id
+        self.spec = record.spec
+        self.state = record.state
+        self.error = record.error
+        self.created_at = record.created_at
+        self.paused = record.state == "paused"
+        self.restarts = 0
+        self.engine_job = f"{self.id}~0"
+        self.handles: dict[str, SourceHandle] = {}
+        self.runners: list[SinkRunner] = []
+        self.sinks: list[ResumeSink] = []
+        self.secrets: list[str] = []  # expanded URLs, to redact from every message
+        self.control = asyncio.Lock()  # one pause/resume/add/remove/stop at a time
+        self.wake = asyncio.Event()
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    # -- state -----------------------------------------------------------------------------
+
+    async def _set(self, state: str, error: str | None = None) -> None:
+        self.state, self.error = state, error
+        if not self.sup.closing:  # a service shutting down leaves jobs as they were, to resume
+            await self.sup.store.aset_state(self.id, state, error)
+
+    def _message(self, exc: BaseException) -> str:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        for url in self.secrets:
+            text = redact_text(text, url)
+        return text
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the job until it completes, fails, is stopped or the service closes."""
+        delay = self.sup.config.backoff_initial
+        while True:
+            error: str | None
+            if not self.paused:
+                await self._set("starting")
+            try:
+                await self._start()
+            except asyncio.CancelledError:
+                await self._teardown()
+                raise
+            except SourceError as exc:
+                # A source that cannot be opened now (camera down) may open later: retried.
+                await self._teardown()
+                error = self._message(exc)
+            except Exception as exc:
+                await self._teardown()
+                await self._set("failed", self._message(exc))
+                log.error("job %s failed to start: %s", self.id, self.error)
+                return
+            else:
+                if not self.paused:
+                    await self._set("running")
+                error = await self._watch()
+            if self.stopping or self.sup.closing:
+                if self.stopping:
+                    await self._set("stopped")
+                return
+            if error is None:
+                await self._set("completed")
+                return
+            if self.spec.restart == "never":
+                await self._set("failed", error)
+                return
+            log.warning("job %s failed (%s); restarting in %.1f s", self.id, error, delay)
+            await self._set("starting", error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), delay)
+            self.wake.clear()
+            delay = min(delay * 2, self.sup.config.backoff_max)
+            self.restarts += 1
+            self.engine_job = f"{self.id}~{self.restarts}"
+            if self.stopping or self.sup.closing:
+                if self.stopping:
+                    await self._set("stopped")
+                return
+
+    def _model(self) -> tuple[str, Thresholds]:
+        model, mode, custom = self.spec.run_model()
+        return model, Thresholds(mode, custom)
+
+    async def _start(self) -> None:
+        engine, config = self.sup.engine, self.sup.config
+        model, _ = self._model()
+        spec = self.spec
+        files = [s.id for s in spec.sources if not self._source_spec(s, expand=False).live]
+        stored = await asyncio.to_thread(self.sup.store.checkpoints, self.id)
+        annotator = None
+        if any(isinstance(s, VideoSinkSpec) for s in spec.sinks):
+            annotator = await asyncio.to_thread(self.sup.annotator, model)
+        self.handles, self.runners = {}, []
+        built: list[tuple[str, Sink, Path | None, str | None]] = []
+        for i, sink_spec in enumerate(spec.sinks):
+            sink, jsonl = build_sink(
+                i, sink_spec, config.output_dir, config.spool_dir, self.id, annotator
+            )
+            built.append((f"{i}:{sink_spec.type}", sink, jsonl, sink_spec.source_id))
+        self.sinks = []
+        for key, sink, jsonl, only in built:
+            if jsonl is not None:
+                skip = await asyncio.to_thread(jsonl_checkpoints, jsonl, files)
+            else:
+                skip = {sid: fid for (k, sid), fid in stored.items() if k == key}
+            wrapped = ResumeSink(sink, key, only, skip)
+            wrapped.file_sources = frozenset(files)
+            self.sinks.append(wrapped)
+        if not self.paused:
+            for source in spec.sources:
+                await self._add(source, start=False)
+        for wrapped in self.sinks:
+            self.runners.append(await engine.attach_sink(wrapped, job=self.engine_job, model=model))
+        for sid in self.handles:
+            engine.start_source(sid)
+
+    def _source_spec(self, source: SourceSpecModel, expand: bool = True) -> SourceSpec:
+        url = expand_env(source.url) if expand else source.url
+        if expand and url != source.url:
+            self.secrets.append(url)
+        policy = DropPolicy(source.buffer_policy) if source.buffer_policy else None
+        return SourceSpec(
+            url=url,
+            id=source.id,
+            buffer_policy=policy,
+            realtime=source.realtime,
+            max_frames=source.max_frames,
+        )
+
+    async def _add(self, source: SourceSpecModel, start: bool) -> None:
+        model, thresholds = self._model()
+        pixels = any(isinstance(s, VideoSinkSpec) for s in self.spec.sinks)
+        handle = await self.sup.engine.add_source(
+            self._source_spec(source),
+            model=model,
+            thresholds=thresholds,
+            job=self.engine_job,
+            needs=HostNeeds(pixels=pixels),
+            start=start,
+        )
+        self.handles[source.id] = handle
+
+    async def _watch(self) -> str | None:
+        """Until the job ends: ``None`` when its sources all ended well, else the error."""
+        engine = self.sup.engine
+        ticks = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), _POLL)
+            self.wake.clear()
+            ticks += 1
+            if ticks % 5 == 0:
+                await self._save_checkpoints()
+            error = engine.job_error(self.engine_job)
+            if error is not None:
+                await self._teardown()
+                return self._message(error)
+            if self.stopping or self.sup.closing:
+                await self._teardown()
+                return None
+            if self.paused or engine.sources_of(self.engine_job):
+                continue
+            await self._teardown()
+            failed = [
+                s
+                for s in engine.status(self.handles.values()).sources
+                if s.job == self.engine_job and s.state == "failed"
+            ]
+            if failed:
+                return f"source {failed[0].id}: {failed[0].last_error or 'failed'}"
+            return None
+
+    async def _save_checkpoints(self) -> None:
+        for wrapped in self.sinks:
+            for sid, fid in wrapped.checkpoint().items():
+                await self.sup.store.aset_checkpoint(self.id, wrapped.key, sid, fid)
+
+    async def _teardown(self) -> None:
+        """Stop the sources (letting buffered frames finish), flush and close the sinks."""
+        engine = self.sup.engine
+        for sid in list(self.handles):
+            await engine.remove_source(sid, hard=self.sup.closing, missing_ok=True)
+        engine.end_job(self.engine_job)
+        await engine.wait_sinks(self.engine_job)
+        if self.sinks:
+            await self._save_checkpoints()
+        # The handles and runners stay: the status of an ended run shows its last counts.
+
+    # -- control (from the API) ------------------------------------------------------------
+
+    async def pause(self) -> None:
+        """Stop the sources; sinks stay open. A file source continues after its last frame."""
+        async with self.control:
+            if self.state in ("completed", "failed", "stopped"):
+                raise JobConflict(f"job {self.id} is {self.state}: it cannot be paused")
+            if self.paused:
+                return
+            self.paused = True
+            for sid in list(self.handles):
+                await self.sup.engine.remove_source(sid, missing_ok=True)
+            self.handles.clear()
+            await self._set("paused")
+
+    async def resume(self) -> None:
+        """Start the sources again."""
+        async with self.control:
+            if not self.paused:
+                if self.state in ("completed", "failed", "stopped"):
+                    raise JobConflict(f"job {self.id} is {self.state}: it cannot be resumed")
+                return
+            if self.state == "paused" and self.runners:
+                for source in self.spec.sources:
+                    await self._add(source, start=True)
+            self.paused = False
+            await self._set("running")
+            self.wake.set()
+
+    async def add_source(self, source: SourceSpecModel) -> None:
+        """Hot-add a source (it starts now unless the job is paused)."""
+        async with self.control:
+            if self.state in ("completed", "failed", "stopped"):
+                raise JobConflict(f"job {self.id} is {self.state}: no source can be added")
+            if any(s.id == source.id for s in self.spec.sources):
+                raise JobConflict(f"source id {source.id!r} is already in job {self.id}")
+            self.sup.check_free([source.id])
+            spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
+            live = self._source_spec(source, expand=False).live
+            if not self.paused and self.runners:
+                await self._add(source, start=True)
+            if not live:
+                for wrapped in self.sinks:
+                    wrapped.file_sources = wrapped.file_sources | {source.id}
+            self.spec = spec
+            await self.sup.store.aset_spec(self.id, spec)
+
+    async def remove_source(self, source_id: str) -> None:
+        """Hot-remove a source (its buffered frames finish)."""
+        async with self.control:
+            if not any(s.id == source_id for s in self.spec.sources):
+                raise UnknownJob(f"no source {source_id!r} in job {self.id}")
+            if len(self.spec.sources) == 1:
+                raise JobConflict("a job keeps at least one source: DELETE the job to stop it")
+            spec = self.spec.model_copy(
+                update={"sources": [s for s in self.spec.sources if s.id != source_id]}
+            )
+            self.spec = spec
+            await self.sup.store.aset_spec(self.id, spec)
+            if source_id in self.handles:
+                await self.sup.engine.remove_source(source_id, missing_ok=True)
+                self.handles.pop(source_id, None)
+
+    async def stop(self) -> None:
+        """Stop the job: sources end, sinks flush and close; wait for it."""
+        async with self.control:
+            self.stopping = True
+            self.wake.set()
+            if self.task is not None:
+                await asyncio.shield(self.task)
+            if self.state not in ("completed", "failed", "stopped"):
+                await self._set("stopped")
+
+    # -- status ----------------------------------------------------------------------------
+
+    def status(self) -> JobStatus:
+        """The job now, from the engine's typed status (credentials redacted)."""
+        es = self.sup.engine.status(self.handles.values(), self.runners).for_job(self.engine_job)
+        return job_status(self, es)
+
+
+class Supervisor:
+    """Every job of the service, on one engine. ``start()`` resumes; ``aclose()`` leaves them
+    resumable."""
+
+    def __init__(self, engine: Engine, store: JobStore, config: JobsConfig) -> None:
+        self.engine = engine
+        self.store = store
+        self.config = config
+        self.jobs: dict[str, JobRunner] = {}
+        self.closing = False
+        self.ready = False
+
+    def annotator(self, model: str) -> object:
+        """A mask annotator for ``model`` (loads its package; run it off the loop)."""
+        from stream_pipeline.consumers.visualize import MaskAnnotator
+        from stream_pipeline.model.registry import resolve_package
+
+        package = resolve_package(model, self.engine.registry)
+        return MaskAnnotator.for_classes(
+            package.class_names, package.colors, package.background_id, 0.5
+        )
+
+    async def start(self) -> None:
+        """Load the stored jobs and run again each one that was active."""
+        self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        for record in await self.store.ajobs():
+            runner = JobRunner(self, record)
+            self.jobs[record.id] = runner
+            if record.state in _ACTIVE:
+                self._launch(runner)
+        self.ready = True
+
+    def _launch(self, runner: JobRunner) -> None:
+        runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"job-{runner.id}")
+
+    def check_free(self, source_ids: list[str]) -> None:
+        """:class:`JobConflict` if an active job already has one of ``source_ids``."""
+        for runner in self.jobs.values():
+            if runner.state in _ACTIVE:
+                taken = {s.id for s in runner.spec.sources} & set(source_ids)
+                if taken:
+                    raise JobConflict(
+                        f"source id {sorted(taken)[0]!r} is in use by job {runner.id}"
+                    )
+
+    async def create(self, spec: JobSpec) -> JobRunner:
+        """Check what the spec alone cannot (paths after symlinks, ids in use); store; run."""
+        from stream_pipeline.jobs.spec import resolve_output
+
+        for i, sink in enumerate(spec.sinks):
+            path = getattr(sink, "path", None)
+            if path is not None:
+                resolve_output(self.config.output_dir, path, f"sinks.{i}.path")
+        self.check_free([s.id for s in spec.sources])
+        job_id = secrets.token_hex(4)
+        runner = JobRunner(self, await self.store.ainsert(job_id, spec, "queued"))
+        self.jobs[job_id] = runner
+        self._launch(runner)
+        return runner
+
+    def get(self, job_id: str) -> JobRunner:
+        """The job ``job_id``; :class:`UnknownJob` otherwise."""
+        runner = self.jobs.get(job_id)
+        if runner is None:
+            raise UnknownJob(f"no job {job_id!r}")
+        return runner
+
+    async def aclose(self) -> None:
+        """Stop every job without recording it as stopped: the next start resumes them."""
+        self.closing = True
+        tasks = [r.task for r in self.jobs.values() if r.task is not None]
+        for runner in self.jobs.values():
+            runner.wake.set()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(self.store.close)

@@ -172,6 +172,13 @@ def _add_serve_parser(sub: Any) -> None:
         help="STUN/TURN server: stun:host:port or turn:user:pass@host:port; repeatable",
     )
     net.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (0-1)")
+    jobs = serve.add_argument_group("jobs (docs/jobs.md)")
+    jobs.add_argument(
+        "--state-dir", default=None, help="serve the jobs API; its SQLite state lives here (0700)"
+    )
+    jobs.add_argument(
+        "--output-dir", default=None, help="jobs' file sinks write under here (default: ./outputs)"
+    )
     _add_model_args(serve.add_argument_group("model"))
 
 
@@ -575,6 +582,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         max_wait_ms=args.max_wait_ms,
         opacity=args.opacity,
+        jobs=_jobs_config(args),
     )
     config.validate()  # before the model loads: a missing token fails at once
     names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None
@@ -595,6 +603,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         offline=True if args.offline else None,
     )
     return serve(config, model)
+
+
+def _jobs_config(args: argparse.Namespace) -> Any:
+    """The jobs service's config from ``--state-dir``/``--output-dir`` (None: no jobs API)."""
+    if args.state_dir is None:
+        if args.output_dir is not None:
+            raise ConfigError("--output-dir is for the jobs API: give --state-dir too")
+        return None
+    from stream_pipeline.jobs.supervisor import JobsConfig
+
+    return JobsConfig(Path(args.state_dir), Path(args.output_dir or "outputs"))
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from stream_pipeline.config import read_environment
 from stream_pipeline.engine import Engine, HostNeeds, Thresholds
 from stream_pipeline.errors import ConfigError
 from stream_pipeline.model.segmenter import SegmentationModel
@@ -47,6 +48,7 @@ class ServeConfig:
     max_batch: int = 4
     max_wait_ms: float = 5.0
     opacity: float = 0.5
+    jobs: Any = None  # a JobsConfig (--state-dir, --output-dir): serve the jobs API too
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a configuration that must not run."""
@@ -112,6 +114,7 @@ async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
         threads=config.threads,
         max_batch=config.max_batch,
         max_wait_ms=config.max_wait_ms,
+        registry=read_environment().models_dir,  # jobs name models by registry id
     ) as engine:
         for spec in config.sources:
             await engine.add_source(
@@ -124,6 +127,7 @@ async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
             token=config.token,
             ice_servers=config.ice_servers,
             opacity=config.opacity,
+            jobs=config.jobs,
         )
         app = create_app(engine, settings)
         sock = _bind(config.host, config.port)

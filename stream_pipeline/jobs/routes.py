@@ -1,0 +1,221 @@
+"""The jobs API (DESIGN "Long-running jobs"; docs/jobs.md), ``/metrics`` and ``/readyz``.
+
+:func:`jobs_router` is an ``APIRouter`` with a lifespan of its own (it opens the store, resumes
+the jobs, and leaves them resumable on shutdown), so the server app includes it with one line.
+:func:`create_jobs_app` is a FastAPI app of just these routes, around a running engine.
+Every 4xx is ``{"error": "<field>: <what is wrong>", "errors": [{"field", "message"}]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from stream_pipeline.consumers.base import SinkContext
+from stream_pipeline.engine import Engine
+from stream_pipeline.errors import ConfigError
+from stream_pipeline.jobs.metrics import render_metrics
+from stream_pipeline.jobs.spec import JobSpec, JobStatus, SourceSpecModel
+from stream_pipeline.jobs.store import JobStore
+from stream_pipeline.jobs.supervisor import (
+    JobConflict,
+    JobRunner,
+    JobsConfig,
+    Supervisor,
+    UnknownJob,
+)
+from stream_pipeline.server.auth import check_token
+
+__all__ = ["create_jobs_app", "install_jobs", "jobs_router", "validation_error"]
+
+
+def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRouter:
+    """The jobs routes around ``engine``; the supervisor lives as long as the app serves."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[dict[str, Any]]:
+        store = await asyncio.to_thread(JobStore, config.state_dir)
+        supervisor = Supervisor(engine, store, config)
+        holder.append(supervisor)
+        try:
+            await supervisor.start()
+            yield {}
+        finally:
+            await supervisor.aclose()
+
+    holder: list[Supervisor] = []
+    router = APIRouter(lifespan=lifespan)
+
+    def sup(request: Request) -> Supervisor:
+        check_token(request, token)
+        if not holder or not holder[0].ready:
+            raise HTTPException(503, "the jobs service is starting")
+        return holder[0]
+
+    def job(request: Request, job_id: str) -> JobRunner:
+        try:
+            return sup(request).get(job_id)
+        except UnknownJob as exc:
+            raise HTTPException(404, exc.args[0]) from None
+
+    @router.post("/jobs", status_code=201, response_model=JobStatus)
+    async def create(spec: JobSpec, request: Request, response: Response) -> JobStatus:
+        """Create a job and start it (201, ``Location: /jobs/{id}``)."""
+        supervisor = sup(request)
+        try:
+            runner = await supervisor.create(spec)
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except ConfigError as exc:
+            return _error(422, str(exc))  # type: ignore[return-value]
+        response.headers["Location"] = f"/jobs/{runner.id}"
+        return runner.status()
+
+    @router.get("/jobs", response_model=list[JobStatus])
+    async def list_jobs(request: Request) -> list[JobStatus]:
+        """Every job, oldest first."""
+        return [r.status() for r in sup(request).jobs.values()]
+
+    @router.get("/jobs/{job_id}", response_model=JobStatus)
+    async def show(job_id: str, request: Request) -> JobStatus:
+        """One job."""
+        return job(request, job_id).status()
+
+    async def control(
+        job_id: str, request: Request, action: Callable[[JobRunner], Any]
+    ) -> JobStatus:
+        runner = job(request, job_id)
+        try:
+            await action(runner)
+        except JobConflict as exc:
+            raise HTTPException(409, str(exc)) from None
+        except UnknownJob as exc:
+            raise HTTPException(404, exc.args[0]) from None
+        return runner.status()
+
+    @router.post("/jobs/{job_id}/pause", response_model=JobStatus)
+    async def pause(job_id: str, request: Request) -> JobStatus:
+        """Pause: sources stop, sinks stay open."""
+        return await control(job_id, request, lambda r: r.pause())
+
+    @router.post("/jobs/{job_id}/resume", response_model=JobStatus)
+    async def resume(job_id: str, request: Request) -> JobStatus:
+        """Resume a paused job."""
+        return await control(job_id, request, lambda r: r.resume())
+
+    @router.delete("/jobs/{job_id}", response_model=JobStatus)
+    async def stop(job_id: str, request: Request) -> JobStatus:
+        """Stop the job; its sinks are flushed and closed when this answers."""
+        return await control(job_id, request, lambda r: r.stop())
+
+    @router.post("/jobs/{job_id}/sources", status_code=201, response_model=JobStatus)
+    async def add_source(job_id: str, source: SourceSpecModel, request: Request) -> JobStatus:
+        """Hot-add a source to the job."""
+        return await control(job_id, request, lambda r: r.add_source(source))
+
+    @router.delete("/jobs/{job_id}/sources/{source_id}", response_model=JobStatus)
+    async def remove_source(job_id: str, source_id: str, request: Request) -> JobStatus:
+        """Hot-remove a source (its buffered frames finish)."""
+        return await control(job_id, request, lambda r: r.remove_source(source_id))
+
+    @router.get("/jobs/{job_id}/results")
+    async def results(job_id: str, request: Request) -> StreamingResponse:
+        """Server-sent events, one prediction JSON per frame; a slow client gets the latest."""
+        runner = job(request, job_id)
+        if runner.state in ("completed", "failed", "stopped"):
+            raise HTTPException(409, f"job {job_id} is {runner.state}: it has no results to come")
+        sub = engine.subscribe(job=runner.engine_job, delivery="latest", buffer=1)
+        return StreamingResponse(_events(runner, sub), media_type="text/event-stream")
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format."""
+        body = render_metrics(sup(request))
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """Ready when the jobs were resumed and the engine's worker has not failed."""
+        ready = bool(holder) and holder[0].ready and engine.error is None
+        body = {"status": "ready" if ready else "not ready", "error": str(engine.error or "")}
+        return JSONResponse(body, 200 if ready else 503)
+
+    return router
+
+
+async def _events(runner: JobRunner, sub: Any) -> AsyncIterator[bytes]:
+    from stream_pipeline.consumers.files import prediction_json
+
+    context: SinkContext | None = None
+    try:
+        yield b": results of job " + runner.id.encode() + b"\n\n"
+        async for result in sub:
+            if context is None:
+                handles = list(runner.handles.values())
+                if not handles:
+                    continue
+                model = handles[0].model.model
+                package = model.package
+                context = SinkContext(package.model_id, model.class_names, package.background_id)
+            # RLE encoding takes milliseconds at 1080p: off the loop.
+            data = await asyncio.to_thread(prediction_json, result, context, True)
+            yield b"data: " + data + b"\n\n"
+    finally:
+        await sub.aclose()
+
+
+def _error(status: int, message: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+    field, _, _ = message.partition(":")
+    errors = errors or [{"field": field.strip(), "message": message}]
+    return JSONResponse({"error": message, "errors": errors}, status)
+
+
+def validation_error(exc: RequestValidationError) -> JSONResponse:
+    """A 422 naming each field: ``sources.0.id: String should match pattern …``."""
+    errors = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ()) if p != "body"]
+        # Drop the discriminator tag pydantic adds inside a tagged union (sinks.0.jsonl.path).
+        loc = [
+            p
+            for i, p in enumerate(loc)
+            if not (i > 0 and loc[i - 1].isdigit() and p in ("jsonl", "video", "webhook", "mqtt"))
+        ]
+        msg = str(e.get("msg", "")).removeprefix("Value error, ")
+        head, sep, rest = msg.partition(": ")
+        if not loc and sep and " " not in head:  # a whole-spec check: "<field>: <why>"
+            loc, msg = [head], rest
+        if e.get("type") == "json_invalid":
+            loc, msg = ["body"], f"malformed JSON: {e.get('ctx', {}).get('error', msg)}"
+        field = ".".join(loc) or "body"
+        errors.append({"field": field, "message": msg})
+    text = "; ".join(f"{x['field']}: {x['message']}" for x in errors)
+    return JSONResponse({"error": text, "errors": errors}, 422)
+
+
+def create_jobs_app(engine: Engine, config: JobsConfig, token: str | None = None) -> FastAPI:
+    """A FastAPI app of the jobs routes only (the server app includes :func:`jobs_router`)."""
+    app = FastAPI(title="stream_pipeline jobs")
+    install_jobs(app, engine, config, token)
+
+    @app.exception_handler(HTTPException)
+    async def worded(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
+    return app
+
+
+def install_jobs(app: FastAPI, engine: Engine, config: JobsConfig, token: str | None) -> None:
+    """Add the jobs routes to ``app``, with 422s that name each field (the server app's one
+    line for the jobs service)."""
+    app.include_router(jobs_router(engine, config, token))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return validation_error(exc)

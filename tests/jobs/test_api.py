@@ -1,0 +1,145 @@
+"""The jobs API over a real socket: create, list, show, SSE results, hot add/remove, pause,
+resume, stop with the sinks flushed, metrics and readiness."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jobs.conftest import Service, serve_jobs
+
+LIVE = "synthetic://street?frames=0&realtime=1&width=64&height=48&fps=30"
+
+
+async def wait_for(svc: Service, job_id: str, ok: Any) -> dict[str, Any]:
+    """Poll the job until ``ok(status)`` (callers bound it with a timeout); its last status."""
+    async with asyncio.timeout(20):
+        while True:
+            status: dict[str, Any] = (await svc.client.get(f"/jobs/{job_id}")).json()
+            if ok(status):
+                return status
+            await asyncio.sleep(0.1)
+
+
+def frames(status: dict[str, Any], source: str) -> int:
+    return int(next(s["frames"] for s in status["sources"] if s["id"] == source))
+
+
+async def test_lifecycle(service: Service, tiny_package: Path) -> None:
+    c = service.client
+    async with asyncio.timeout(60):
+        spec = {
+            "name": "gate",
+            "model": str(tiny_package),
+            "sources": [{"id": "cam-1", "url": LIVE}],
+            "sinks": [{"type": "jsonl", "path": "gate/predictions.jsonl"}],
+            "restart": "always",
+        }
+        created = await c.post("/jobs", json=spec)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        assert created.headers["location"] == f"/jobs/{job_id}"
+        assert [j["id"] for j in (await c.get("/jobs")).json()] == [job_id]
+        await wait_for(service, job_id, lambda s: s["state"] == "running" and frames(s, "cam-1"))
+
+        # Results as server-sent events, one prediction per frame.
+        seen: list[dict[str, Any]] = []
+        async with c.stream("GET", f"/jobs/{job_id}/results") as events:
+            assert events.headers["content-type"].startswith("text/event-stream")
+            async for line in events.aiter_lines():
+                if line.startswith("data: "):
+                    seen.append(json.loads(line[6:]))
+                    if len(seen) == 3:
+                        break
+        assert {p["source_id"] for p in seen} == {"cam-1"}
+        assert seen[0]["frame_id"] < seen[2]["frame_id"]
+
+        # Hot add, then hot remove, of a second camera.
+        added = await c.post(f"/jobs/{job_id}/sources", json={"id": "cam-2", "url": LIVE})
+        assert added.status_code == 201, added.text
+        await wait_for(service, job_id, lambda s: len(s["sources"]) == 2 and frames(s, "cam-2"))
+        removed = await c.delete(f"/jobs/{job_id}/sources/cam-2")
+        assert removed.status_code == 200, removed.text
+        assert [s["id"] for s in removed.json()["sources"]] == ["cam-1"]
+        assert (await c.delete(f"/jobs/{job_id}/sources/cam-2")).status_code == 404
+        assert (await c.delete(f"/jobs/{job_id}/sources/cam-1")).status_code == 409
+
+        paused = await c.post(f"/jobs/{job_id}/pause")
+        assert paused.json()["state"] == "paused"
+        resumed = await c.post(f"/jobs/{job_id}/resume")
+        assert resumed.json()["state"] == "running"
+        await wait_for(service, job_id, lambda s: frames(s, "cam-1") > 0)
+
+        metrics = (await c.get("/metrics")).text
+        assert f'stream_pipeline_source_frames_total{{job="{job_id}",source="cam-1"}}' in metrics
+        assert "stream_pipeline_sink_delivered_total" in metrics
+        assert (await c.get("/readyz")).status_code == 200
+
+        stopped = await c.delete(f"/jobs/{job_id}")
+        assert stopped.status_code == 200
+        body = stopped.json()
+        assert body["state"] == "stopped"
+        # Flushed and closed: every delivered result is a whole line in the file.
+        lines = (service.output_dir / "gate" / "predictions.jsonl").read_bytes().split(b"\n")
+        assert lines[-1] == b""
+        records = [json.loads(x) for x in lines[:-1]]
+        assert len(records) == body["sinks"][0]["delivered"] > 0
+        assert {r["source_id"] for r in records} == {"cam-1", "cam-2"}
+        assert (await c.get("/jobs/nope")).status_code == 404
+        assert (await c.post("/jobs/nope/pause")).status_code == 404
+
+
+async def test_file_job_completes_and_survives_a_clean_restart(
+    tmp_path: Path, tiny_package: Path
+) -> None:
+    spec = {
+        "name": "clip",
+        "model": str(tiny_package),
+        "sources": [{"id": "clip", "url": "synthetic://street?frames=30&width=64&height=48"}],
+        "sinks": [{"type": "jsonl", "path": "clip.jsonl"}],
+    }
+    async with asyncio.timeout(60):
+        async with serve_jobs(tmp_path / "state", tmp_path / "out") as svc:
+            job_id = (await svc.client.post("/jobs", json=spec)).json()["id"]
+            done = await wait_for(svc, job_id, lambda s: s["state"] == "completed")
+            assert done["sinks"][0]["delivered"] == 30
+        state = tmp_path / "state"
+        assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        async with serve_jobs(state, tmp_path / "out") as svc:
+            again = (await svc.client.get(f"/jobs/{job_id}")).json()
+            assert again["state"] == "completed"  # not run twice
+        ids = [json.loads(x)["frame_id"] for x in (tmp_path / "out" / "clip.jsonl").open()]
+        assert ids == list(range(30))
+
+
+async def test_a_job_that_cannot_start_fails_with_the_message(service: Service) -> None:
+    spec = {
+        "name": "bad",
+        "model": "nobody/7",
+        "sources": [{"id": "x", "url": "synthetic://street?frames=5"}],
+    }
+    async with asyncio.timeout(30):
+        job_id = (await service.client.post("/jobs", json=spec)).json()["id"]
+        status = await wait_for(service, job_id, lambda s: s["state"] == "failed")
+        assert "nobody/7" in status["error"]
+        await asyncio.sleep(0.5)
+        assert (await service.client.get(f"/jobs/{job_id}")).json()["restarts"] == 0
+
+
+@pytest.mark.parametrize("var", ["SP_TEST_UNSET_PASSWORD"])
+async def test_unset_env_reference_fails_and_the_spec_keeps_the_reference(
+    service: Service, tiny_package: Path, var: str
+) -> None:
+    url = f"rtsp://admin:${{{var}}}@127.0.0.1:9/cam"
+    spec = {"name": "env", "model": str(tiny_package), "sources": [{"id": "e", "url": url}]}
+    async with asyncio.timeout(30):
+        job_id = (await service.client.post("/jobs", json=spec)).json()["id"]
+        status = await wait_for(service, job_id, lambda s: s["state"] == "failed")
+        assert status["error"] == f"environment variable {var} is not set"
+        assert status["sources"][0]["url"] == "rtsp://admin:***@127.0.0.1:9/cam"

@@ -1,0 +1,114 @@
+"""``kill -9`` of the whole ``stream-pipeline serve`` process group mid file job, then a restart
+on the same state dir: the job resumes by itself and its JSONL holds every frame exactly once."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+FRAMES = 500
+
+
+class Serve:
+    """One ``stream-pipeline serve`` process group on a free loopback port."""
+
+    def __init__(self, state: Path, out: Path, model: Path) -> None:
+        cmd = [
+            sys.executable, "-m", "stream_pipeline.cli", "serve", "--port", "0",
+            "--state-dir", str(state), "--output-dir", str(out),
+            "--device", "cpu", "--threads", "1", "--model", str(model),
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
+        )
+        self.url = self._wait_serving(deadline=time.monotonic() + 60)
+
+    def _wait_serving(self, deadline: float) -> str:
+        assert self.proc.stderr is not None
+        seen = b""
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
+            if ready:
+                line = self.proc.stderr.readline()
+                seen += line
+                if line.startswith(b"serving on "):
+                    return line.split()[2].decode().rstrip("/")
+            if self.proc.poll() is not None:
+                break
+        self.kill()
+        raise AssertionError(f"serve did not start: {seen.decode(errors='replace')}")
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a dead machine), and reap it."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def serve_group(tmp_path: Path, tiny_package: Path) -> Iterator[Any]:
+    started: list[Serve] = []
+
+    def start() -> Serve:
+        s = Serve(tmp_path / "state", tmp_path / "out", tiny_package)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill()
+
+
+def poll(client: httpx.Client, job_id: str, ok: Any, seconds: float) -> dict[str, Any]:
+    deadline = time.monotonic() + seconds
+    while True:
+        status: dict[str, Any] = client.get(f"/jobs/{job_id}").json()
+        if ok(status) or time.monotonic() > deadline:
+            return status
+        time.sleep(0.05)
+
+
+@pytest.mark.timeout(120)
+def test_kill_9_mid_file_job_then_restart_writes_every_frame_once(
+    serve_group: Any, tmp_path: Path, tiny_package: Path
+) -> None:
+    first = serve_group()
+    spec = {
+        "name": "clip",
+        "model": str(tiny_package),
+        "sources": [
+            {"id": "clip", "url": f"synthetic://street?frames={FRAMES}&width=128&height=96"}
+        ],
+        "sinks": [{"type": "jsonl", "path": "clip/predictions.jsonl"}],
+    }
+    with httpx.Client(base_url=first.url, timeout=20) as client:
+        created = client.post("/jobs", json=spec)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        poll(client, job_id, lambda s: s["sinks"][0]["delivered"] >= 100, 30)
+    first.kill()
+    jsonl = tmp_path / "out" / "clip" / "predictions.jsonl"
+    written = jsonl.read_bytes().count(b"\n")
+    assert 100 <= written < FRAMES, "the kill must land mid-job"
+
+    second = serve_group()
+    with httpx.Client(base_url=second.url, timeout=20) as client:
+        done = poll(client, job_id, lambda s: s["state"] in ("completed", "failed"), 60)
+        assert done["state"] == "completed", done
+    data = jsonl.read_bytes()
+    assert data.endswith(b"\n")
+    ids = [json.loads(line)["frame_id"] for line in data.splitlines()]
+    assert ids == list(range(FRAMES))

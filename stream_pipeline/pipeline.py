@@ -56,6 +56,7 @@ class PipelineConfig:
     class_names: tuple[str, ...] | None = None  # for a bare .onnx
     input_size: tuple[int, int] | None = None  # (width, height) for a bare .onnx
     consumer_buffer: int = 8
+    worker: str = "auto"  # auto | cpu | cuda (and the CI hooks of worker.make_worker)
 
     @classmethod
     def from_workflow(cls, workflow: BoundWorkflow, **fields: Any) -> PipelineConfig:
@@ -155,6 +156,7 @@ class Pipeline:
                 max_wait_ms=cfg.max_wait_ms,
                 consumer_buffer=cfg.consumer_buffer,
                 registry=read_environment().models_dir,
+                worker=cfg.worker,
             )
             await self._engine.__aenter__()
         engine = self._engine

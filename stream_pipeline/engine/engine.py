@@ -70,6 +70,7 @@ class Engine:
         max_wait_ms: float = 5.0,
         consumer_buffer: int = 8,
         registry: Any = None,
+        worker: str = "auto",
     ) -> None:
         if max_batch < 1:
             raise ConfigError(f"max_batch must be ≥ 1, got {max_batch}")
@@ -96,6 +97,7 @@ class Engine:
             self._dispatch,
             self._ended,
             self._worker_failed,
+            worker,
         )
         self._sources: dict[str, SourceHandle] = {}
         self._sinks: list[SinkRunner] = []

@@ -62,8 +62,10 @@ class ModelPool:
         dispatch: Callable[[SegResult, Attachment], None],
         ended: Callable[[Attachment], None],
         failed: Callable[[BaseException], None],
+        worker: str = "auto",
     ) -> None:
         self._loop = loop
+        self.worker = worker
         self.device = device
         self.default = default
         self.threads = threads
@@ -103,7 +105,11 @@ class ModelPool:
 
     def _start(self, key: tuple[str, str], model: SegmentationModel) -> ModelEntry:
         batcher = Batcher(
-            make_worker(model), self.max_batch, self.max_wait_ms, self._dispatch, self._ended
+            make_worker(model, self.worker, batch=self.max_batch),
+            self.max_batch,
+            self.max_wait_ms,
+            self._dispatch,
+            self._ended,
         )
         entry = ModelEntry(key, model, batcher)
         for name, target in (("infer", batcher.run_infer), ("post", batcher.run_post)):

@@ -9,7 +9,6 @@ mask is. NV12 frames (what NVDEC hands over) go through the worker directly.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -78,18 +77,24 @@ def _assert_same_jsonl(
 
 
 async def _jsonl(
-    video: Path, model: SegmentationModel, out: Path, mode: str, custom: float | None
-) -> list[dict[str, Any]]:
+    video: Path,
+    model: SegmentationModel,
+    out: Path,
+    mode: str,
+    custom: float | None,
+    worker: str = "auto",
+) -> tuple[list[dict[str, Any]], list[str]]:
     cfg = PipelineConfig(
         sources=(SourceSpec(str(video), id="cam"),),
         device="cpu",
         confidence_mode=mode,
         custom_confidence=custom,
         max_batch=3,  # partial batches at the end of the file, padded in the bound buffers
+        worker=worker,
     )
     async with Pipeline(cfg, [JsonlSink(out)], model=model) as p:
         await p.run()
-    return _records(out)
+    return _records(out), [w.device for w in p.status().workers]
 
 
 def _records(path: Path) -> list[dict[str, Any]]:
@@ -103,33 +108,14 @@ def _records(path: Path) -> list[dict[str, Any]]:
 async def test_same_jsonl_as_the_cpu_worker(
     tmp_path: Path,
     tiny_model: SegmentationModel,
-    monkeypatch: pytest.MonkeyPatch,
     kind: str,
     mode: str,
     custom: float | None,
 ) -> None:
     video = write_video(tmp_path / "in.mp4", frames=10, width=160, height=96)
-    want = await _jsonl(video, tiny_model, tmp_path / "cpu.jsonl", mode, custom)
-    chosen: list[str] = []
-
-    def device_worker(model: SegmentationModel) -> Any:
-        made = make_worker(model, kind=kind)
-        chosen.append(made.device)
-        return made
-
-    # The engine calls make_worker(model); until it takes a worker kind, point the name it
-    # imported (in whichever of its modules) at the explicit hook.
-    patched = [
-        mod
-        for name, mod in list(sys.modules.items())
-        if name.startswith("stream_pipeline.engine")
-        and getattr(mod, "make_worker", None) is make_worker
-    ]
-    assert patched, "the engine no longer imports make_worker by name"
-    for mod in patched:
-        monkeypatch.setattr(mod, "make_worker", device_worker)
-    got = await _jsonl(video, tiny_model, tmp_path / "xp.jsonl", mode, custom)
-    assert chosen == ["xp-cpu"]
+    want, cpu = await _jsonl(video, tiny_model, tmp_path / "cpu.jsonl", mode, custom, "cpu")
+    got, chosen = await _jsonl(video, tiny_model, tmp_path / "xp.jsonl", mode, custom, kind)
+    assert cpu == ["cpu"] and chosen == ["xp-cpu"]
     _assert_same_jsonl(got, want, tiny_model, _decoded(video), mode, custom)
 
 

@@ -143,3 +143,105 @@ async def test_unset_env_reference_fails_and_the_spec_keeps_the_reference(
         status = await wait_for(service, job_id, lambda s: s["state"] == "failed")
         assert status["error"] == f"environment variable {var} is not set"
         assert status["sources"][0]["url"] == "rtsp://admin:***@127.0.0.1:9/cam"
+
+
+async def test_camera_password_from_env_is_in_no_response_metric_log_or_state(
+    service: Service, tiny_package: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    secret = "s3cret-Pw9"
+    monkeypatch.setenv("SP_TEST_CAM_PASSWORD", secret)
+    closed = free_port()  # nothing listens there: the camera is unreachable
+    url = f"rtsp://admin:${{SP_TEST_CAM_PASSWORD}}@127.0.0.1:{closed}/cam"
+    spec = {
+        "name": "door",
+        "model": str(tiny_package),
+        "sources": [{"id": "door", "url": url}],
+        "restart": "always",
+    }
+    async with asyncio.timeout(40):
+        created = await service.client.post("/jobs", json=spec)
+        assert created.status_code == 201, created.text
+        job_id = created.json()["id"]
+        status = await wait_for(
+            service,
+            job_id,
+            lambda s: s["error"] or s["sources"][0]["last_error"] or s["restarts"],
+        )
+        shown = [
+            json.dumps(status),
+            (await service.client.get("/jobs")).text,
+            (await service.client.get("/metrics")).text,
+            caplog.text,
+        ]
+        assert status["sources"][0]["url"] == f"rtsp://admin:***@127.0.0.1:{closed}/cam"
+        for text in shown:
+            assert secret not in text
+        await service.client.delete(f"/jobs/{job_id}")
+    for path in service.state_dir.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_symlink_out_of_the_output_dir_is_refused(service: Service, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    service.output_dir.mkdir(parents=True, exist_ok=True)
+    (service.output_dir / "link").symlink_to(outside)
+    spec = {
+        "name": "gate",
+        "model": "default",
+        "sources": [{"id": "cam-1", "url": "x.mp4"}],
+        "sinks": [{"type": "jsonl", "path": "link/p.jsonl"}],
+    }
+    async with asyncio.timeout(20):
+        answer = await service.client.post("/jobs", json=spec)
+        assert answer.status_code == 422, answer.text
+        assert answer.json()["errors"][0]["field"] == "sinks.0.path"
+        assert (await service.client.get("/jobs")).json() == []
+
+
+async def test_a_source_id_in_use_by_another_job_is_a_conflict(
+    service: Service, tiny_package: Path
+) -> None:
+    live = {"id": "cam-1", "url": "synthetic://street?frames=0&realtime=1&width=64&height=48"}
+    spec = {"name": "a", "model": str(tiny_package), "sources": [live]}
+    async with asyncio.timeout(30):
+        first = await service.client.post("/jobs", json=spec)
+        assert first.status_code == 201
+        second = await service.client.post("/jobs", json={**spec, "name": "b"})
+        assert second.status_code == 409
+        assert "cam-1" in second.json()["error"]
+        assert len((await service.client.get("/jobs")).json()) == 1
+        await service.client.delete(f"/jobs/{first.json()['id']}")
+
+
+async def test_a_paused_file_job_continues_after_its_last_frame(
+    service: Service, tiny_package: Path
+) -> None:
+    n = 800
+    spec = {
+        "name": "long",
+        "model": str(tiny_package),
+        "sources": [{"id": "f", "url": f"synthetic://street?frames={n}&width=64&height=48"}],
+        "sinks": [{"type": "jsonl", "path": "long.jsonl", "with_masks": False}],
+    }
+    c = service.client
+    async with asyncio.timeout(60):
+        job_id = (await c.post("/jobs", json=spec)).json()["id"]
+        await wait_for(service, job_id, lambda s: s["sinks"][0]["delivered"] >= 10)
+        paused = await c.post(f"/jobs/{job_id}/pause")
+        assert paused.status_code == 200, paused.text
+        assert paused.json()["sinks"][0]["delivered"] < n, "the pause must land mid-job"
+        await asyncio.sleep(0.3)
+        assert (await c.post(f"/jobs/{job_id}/resume")).json()["state"] == "running"
+        await wait_for(service, job_id, lambda s: s["state"] == "completed")
+    ids = [json.loads(line)["frame_id"] for line in (service.output_dir / "long.jsonl").open()]
+    assert ids == list(range(n))

@@ -1,5 +1,6 @@
-"""``kill -9`` of the whole ``stream-pipeline serve`` process group mid file job, then a restart
-on the same state dir: the job resumes by itself and its JSONL holds every frame exactly once."""
+"""``kill -9`` of the whole ``stream-pipeline serve`` process group mid file job (and a SIGTERM),
+then a restart on the same state dir: the job resumes by itself and its JSONL holds every frame
+exactly once."""
 
 from __future__ import annotations
 
@@ -49,11 +50,16 @@ class Serve:
         self.kill()
         raise AssertionError(f"serve did not start: {seen.decode(errors='replace')}")
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (a dead machine), and reap it."""
+    def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Signal the whole process group (SIGKILL: a dead machine), and reap it."""
         if self.proc.poll() is None:
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"serve did not exit within 30 s of {sig.name}") from None
         if self.proc.stderr is not None:
             self.proc.stderr.close()
 
@@ -82,8 +88,9 @@ def poll(client: httpx.Client, job_id: str, ok: Any, seconds: float) -> dict[str
 
 
 @pytest.mark.timeout(120)
-def test_kill_9_mid_file_job_then_restart_writes_every_frame_once(
-    serve_group: Any, tmp_path: Path, tiny_package: Path
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill-9", "sigterm"])
+def test_stop_mid_file_job_then_restart_writes_every_frame_once(
+    serve_group: Any, tmp_path: Path, tiny_package: Path, sig: signal.Signals
 ) -> None:
     first = serve_group()
     spec = {
@@ -99,7 +106,9 @@ def test_kill_9_mid_file_job_then_restart_writes_every_frame_once(
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
         poll(client, job_id, lambda s: s["sinks"][0]["delivered"] >= 100, 30)
-    first.kill()
+    first.kill(sig)
+    if sig is signal.SIGTERM:
+        assert first.proc.returncode == 0
     jsonl = tmp_path / "out" / "clip" / "predictions.jsonl"
     written = jsonl.read_bytes().count(b"\n")
     assert 100 <= written < FRAMES, "the kill must land mid-job"

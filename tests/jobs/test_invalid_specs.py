@@ -4,12 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
-from tests.jobs.conftest import Service
+from tests.jobs.conftest import Service, serve_jobs
+
+# One service for the whole table (nothing valid is ever created in it): a loop per module.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def shared(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Service]:
+    root = tmp_path_factory.mktemp("invalid")
+    async with serve_jobs(root / "state", root / "out") as svc:
+        yield svc
+
 
 GOOD: dict[str, Any] = {
     "name": "gate",
@@ -59,8 +71,9 @@ CASES: list[tuple[str, dict[str, Any] | bytes, str]] = [
     ("body", "field"), [(b, f) for _, b, f in CASES], ids=[c[0] for c in CASES]
 )
 async def test_invalid_spec_is_refused_naming_the_field(
-    service: Service, body: dict[str, Any] | bytes, field: str
+    shared: Service, body: dict[str, Any] | bytes, field: str
 ) -> None:
+    service = shared
     async with asyncio.timeout(20):
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         answer = await service.client.post(
@@ -72,31 +85,3 @@ async def test_invalid_spec_is_refused_naming_the_field(
         assert field in error["error"]
         assert (await service.client.get("/jobs")).json() == []
     assert not list(service.output_dir.rglob("*.jsonl"))
-
-
-async def test_a_symlink_out_of_the_output_dir_is_refused(service: Service, tmp_path: Path) -> None:
-    outside = tmp_path / "elsewhere"
-    outside.mkdir()
-    service.output_dir.mkdir(parents=True, exist_ok=True)
-    (service.output_dir / "link").symlink_to(outside)
-    spec = {**GOOD, "sinks": [{"type": "jsonl", "path": "link/p.jsonl"}]}
-    async with asyncio.timeout(20):
-        answer = await service.client.post("/jobs", json=spec)
-        assert answer.status_code == 422, answer.text
-        assert answer.json()["errors"][0]["field"] == "sinks.0.path"
-        assert (await service.client.get("/jobs")).json() == []
-
-
-async def test_a_source_id_in_use_by_another_job_is_a_conflict(
-    service: Service, tiny_package: Path
-) -> None:
-    live = {"id": "cam-1", "url": "synthetic://street?frames=0&realtime=1&width=64&height=48"}
-    spec = {"name": "a", "model": str(tiny_package), "sources": [live]}
-    async with asyncio.timeout(30):
-        first = await service.client.post("/jobs", json=spec)
-        assert first.status_code == 201
-        second = await service.client.post("/jobs", json={**spec, "name": "b"})
-        assert second.status_code == 409
-        assert "cam-1" in second.json()["error"]
-        assert len((await service.client.get("/jobs")).json()) == 1
-        await service.client.delete(f"/jobs/{first.json()['id']}")

@@ -197,11 +197,13 @@ async def measure_size(args: argparse.Namespace, size: str) -> dict[str, object]
                 await asyncio.sleep(args.seconds)
                 lat = [ms for _, ms in v.latencies]
                 runs.append((pct(lat, 50), pct(lat, 99), len(lat), v.unreadable))
-                if args.seconds >= 60:
+                if args.seconds >= 60:  # p50 of each minute: a creep rises minute by minute
                     t0 = v.latencies[0][0]
-                    first = [ms for t, ms in v.latencies if t - t0 < 30]
-                    last = [ms for t, ms in v.latencies if t - t0 > args.seconds - 30]
-                    creep = (pct(first, 50), pct(last, 50))
+                    minutes = int(args.seconds // 60)
+                    creep = tuple(
+                        pct([ms for t, ms in v.latencies if m * 60 <= t - t0 < (m + 1) * 60], 50)
+                        for m in range(minutes)
+                    )
                 await v.close()
                 await asyncio.sleep(1)
             # CPU of the server with no viewer (inference only), then with n viewers.
@@ -289,8 +291,8 @@ def report(results: list[dict[str, object]], args: argparse.Namespace) -> str:
         lines.append(f"- {r['size']} viewers: {steps}")
         creep = r["creep"]
         if isinstance(creep, tuple):
-            a, b = creep
-            lines.append(f"- {r['size']} creep: p50 first 30 s {a:.0f} ms, last 30 s {b:.0f} ms")
+            each_minute = ", ".join(f"{ms:.0f}" for ms in creep)
+            lines.append(f"- {r['size']} p50 of each minute (ms): {each_minute}")
     return "\n".join(lines)
 
 

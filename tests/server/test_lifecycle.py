@@ -151,7 +151,11 @@ async def test_stalled_viewer_does_not_slow_the_other(
             viewer_after, recorder_after = await rates(4)
             print(f"viewer {viewer_before:.1f} -> {viewer_after:.1f} fps, "
                   f"recorder {recorder_before:.1f} -> {recorder_after:.1f}")  # fmt: skip
-            assert viewer_after >= 0.75 * viewer_before
+            # Judged in the same window as well as against before the stall: on a loaded machine
+            # everything slows together, while a viewer held back by the frozen one would fall
+            # behind the stream it watches.
+            assert viewer_after >= 0.7 * recorder_after
+            assert viewer_after >= 0.75 * viewer_before or viewer_after >= 0.9 * recorder_after
             assert recorder_after >= 0.75 * recorder_before
             preview = served.server.previews.get("street")
             assert preview is not None and len(preview.viewers) == 2

@@ -72,7 +72,7 @@ async def serve_app(engine: Engine, settings: ServerSettings) -> AsyncIterator[S
             yield Served(f"http://127.0.0.1:{port}", engine, http, app)
     finally:
         server.should_exit = True
-        await asyncio.wait_for(task, 15)
+        await asyncio.wait_for(task, 30)  # generous: CI machines are shared
 
 
 class StillTrack(VideoStreamTrack):

@@ -103,7 +103,12 @@ def _server(app: Any) -> Any:
                 for sig in signals:
                     loop.remove_signal_handler(sig)
 
-    return _Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+    # An open event stream (GET /jobs/{id}/results) never ends by itself: without a bound,
+    # uvicorn would wait for it forever on SIGTERM, before the app's shutdown even starts.
+    config = uvicorn.Config(
+        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+    )
+    return _Server(config)
 
 
 async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:

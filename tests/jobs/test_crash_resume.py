@@ -121,3 +121,30 @@ def test_stop_mid_file_job_then_restart_writes_every_frame_once(
     assert data.endswith(b"\n")
     ids = [json.loads(line)["frame_id"] for line in data.splitlines()]
     assert ids == list(range(FRAMES))
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_with_an_event_stream_open_exits_in_bounded_time(
+    serve_group: Any, tiny_package: Path
+) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    server = serve_group()
+    live = "synthetic://street?frames=0&realtime=1&width=64&height=48"
+    spec = {"name": "l", "model": str(tiny_package), "sources": [{"id": "s", "url": live}]}
+    with httpx.Client(base_url=server.url, timeout=20) as client:
+        job_id = client.post("/jobs", json=spec).json()["id"]
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=20) as viewer:
+        request = f"GET /jobs/{job_id}/results HTTP/1.1\r\nHost: x\r\n\r\n"
+        viewer.sendall(request.encode())
+        got = b""
+        while b"data: " not in got:
+            chunk = viewer.recv(65536)
+            assert chunk, "the event stream closed before its first result"
+            got += chunk
+        started = time.monotonic()
+        server.kill(signal.SIGTERM)  # fails if it takes more than 30 s
+        assert time.monotonic() - started < 20
+        assert server.proc.returncode == 0

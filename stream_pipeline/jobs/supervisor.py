@@ -155,6 +155,12 @@ class JobRunner:
         return model, Thresholds(mode, custom)
 
     async def _start(self) -> None:
+        # Under the control lock: a pause or a hot add waits until the job's sources and sinks
+        # are all attached, instead of racing them.
+        async with self.control:
+            await self._attach()
+
+    async def _attach(self) -> None:
         engine, config = self.sup.engine, self.sup.config
         model, _ = self._model()
         spec = self.spec
@@ -327,10 +333,11 @@ class JobRunner:
         async with self.control:
             self.stopping = True
             self.wake.set()
-            if self.task is not None:
-                await asyncio.shield(self.task)
-            if self.state not in ("completed", "failed", "stopped"):
-                await self._set("stopped")
+        # Not under the lock: the job's task may need it to finish starting before it stops.
+        if self.task is not None:
+            await asyncio.shield(self.task)
+        if self.state not in ("completed", "failed", "stopped"):
+            await self._set("stopped")
 
     # -- status ----------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,8 @@ async def test_file_job_completes_and_survives_a_clean_restart(
             assert done["sinks"][0]["delivered"] == 30
         state = tmp_path / "state"
         assert stat.S_IMODE(os.stat(state).st_mode) == 0o700
+        with sqlite3.connect(state / "jobs.sqlite3") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         async with serve_jobs(state, tmp_path / "out") as svc:
             again = (await svc.client.get(f"/jobs/{job_id}")).json()
             assert again["state"] == "completed"  # not run twice
@@ -245,3 +248,27 @@ async def test_a_paused_file_job_continues_after_its_last_frame(
         await wait_for(service, job_id, lambda s: s["state"] == "completed")
     ids = [json.loads(line)["frame_id"] for line in (service.output_dir / "long.jsonl").open()]
     assert ids == list(range(n))
+
+
+@pytest.mark.parametrize("restart", ["on-failure", "never"])
+async def test_restart_policy_for_a_camera_that_cannot_be_opened(
+    service: Service, tiny_package: Path, restart: str
+) -> None:
+    url = f"rtsp://127.0.0.1:{free_port()}/cam"  # nothing listens there
+    spec = {
+        "name": "cam",
+        "model": str(tiny_package),
+        "sources": [{"id": "cam", "url": url}],
+        "restart": restart,
+    }
+    async with asyncio.timeout(40):
+        job_id = (await service.client.post("/jobs", json=spec)).json()["id"]
+        if restart == "never":
+            status = await wait_for(service, job_id, lambda s: s["state"] == "failed")
+            assert status["restarts"] == 0
+        else:  # retried with backoff (0.2 s doubling in these tests), the failure shown
+            status = await wait_for(service, job_id, lambda s: s["restarts"] >= 2)
+            assert status["state"] == "starting"
+        assert "cannot open" in status["error"]
+        stopped = await service.client.delete(f"/jobs/{job_id}")
+        assert stopped.json()["state"] == ("failed" if restart == "never" else "stopped")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from stream_pipeline.engine import Engine
 from stream_pipeline.model import SegmentationModel
 from stream_pipeline.server import ServerSettings
 from stream_pipeline.sources import SourceSpec
+from tests.support.media import write_video
 from tests.support.webrtc import WhepClient, serve_app, until
 
 pytestmark = pytest.mark.timeout(60)
@@ -40,3 +43,26 @@ async def test_two_viewers_of_a_synthetic_source(
                 await v.close()
         await until(lambda: served.server.previews.get("street") is None, 5, "preview to stop")
         assert len(served.server.sessions) == 0
+
+
+async def test_a_file_is_watched_and_its_removal_ends_the_viewer(
+    engine: Engine, tiny_model: SegmentationModel, tmp_path: Path
+) -> None:
+    video = write_video(tmp_path / "clip.mp4", frames=45, width=320, height=192, fps=15)
+    spec = SourceSpec(str(video), id="clip", realtime=True)  # paced like a camera
+    await engine.add_source(spec, model=tiny_model, start=False)
+    async with serve_app(engine, ServerSettings(model=tiny_model)) as served:
+        viewer = WhepClient(served.http, served.url)
+        try:
+            await viewer.watch("clip")
+            engine.start_source("clip")
+            await viewer.connected()
+            await until(lambda: viewer.frames >= 5, 15, "frames of the file")
+            assert viewer.latest is not None and viewer.latest.shape == (192, 320, 3)
+            # The stream goes (a paced file is live: it would reopen at its end, so remove it):
+            # its preview stops and the viewer's session ends with it.
+            await engine.remove_source("clip")
+            await until(lambda: len(served.server.sessions) == 0, 10, "the viewer to be ended")
+            assert served.server.previews.get("clip") is None
+        finally:
+            await viewer.close()

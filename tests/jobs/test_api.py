@@ -81,6 +81,9 @@ async def test_lifecycle(service: Service, tiny_package: Path) -> None:
         assert f'stream_pipeline_source_frames_total{{job="{job_id}",source="cam-1"}}' in metrics
         assert "stream_pipeline_sink_delivered_total" in metrics
         assert (await c.get("/readyz")).status_code == 200
+        schema = (await c.get("/openapi.json")).json()
+        assert {"/jobs", "/jobs/{job_id}", "/jobs/{job_id}/sources"} <= set(schema["paths"])
+        assert "JobSpec" in schema["components"]["schemas"]
 
         stopped = await c.delete(f"/jobs/{job_id}")
         assert stopped.status_code == 200

@@ -134,6 +134,9 @@ def test_sigterm_with_an_event_stream_open_exits_in_bounded_time(
     live = "synthetic://street?frames=0&realtime=1&width=64&height=48"
     spec = {"name": "l", "model": str(tiny_package), "sources": [{"id": "s", "url": live}]}
     with httpx.Client(base_url=server.url, timeout=20) as client:
+        # The jobs routes joined the server app (WHIP, WHEP, the page) and its OpenAPI document.
+        paths = client.get("/openapi.json").json()["paths"]
+        assert "/jobs" in paths and "/healthz" in paths
         job_id = client.post("/jobs", json=spec).json()["id"]
     parts = urlsplit(server.url)
     with socket.create_connection((parts.hostname, parts.port), timeout=20) as viewer:

@@ -179,6 +179,9 @@ def _add_serve_parser(sub: Any) -> None:
     jobs.add_argument(
         "--output-dir", default=None, help="jobs' file sinks write under here (default: ./outputs)"
     )
+    jobs.add_argument(
+        "--jobs", default=None, metavar="FILE", help="JSON/YAML job specs to create if absent"
+    )
     _add_model_args(serve.add_argument_group("model"))
 
 
@@ -608,12 +611,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 def _jobs_config(args: argparse.Namespace) -> Any:
     """The jobs service's config from ``--state-dir``/``--output-dir`` (None: no jobs API)."""
     if args.state_dir is None:
-        if args.output_dir is not None:
-            raise ConfigError("--output-dir is for the jobs API: give --state-dir too")
+        if args.output_dir is not None or args.jobs is not None:
+            raise ConfigError("--output-dir and --jobs are for the jobs API: give --state-dir too")
         return None
+    from stream_pipeline.jobs.declare import load_jobs_file
     from stream_pipeline.jobs.supervisor import JobsConfig
 
-    return JobsConfig(Path(args.state_dir), Path(args.output_dir or "outputs"))
+    declared = load_jobs_file(Path(args.jobs)) if args.jobs else ()
+    return JobsConfig(Path(args.state_dir), Path(args.output_dir or "outputs"), declared=declared)
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

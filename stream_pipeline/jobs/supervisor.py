@@ -50,6 +50,7 @@ class JobsConfig:
     output_dir: Path
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
+    declared: tuple[JobSpec, ...] = ()  # --jobs FILE: created at start when absent (by name)
 
     @property
     def spool_dir(self) -> Path:
@@ -377,6 +378,10 @@ class Supervisor:
             self.jobs[record.id] = runner
             if record.state in _ACTIVE:
                 self._launch(runner)
+        names = {r.spec.name for r in self.jobs.values()}
+        for spec in self.config.declared:
+            if spec.name not in names:
+                await self.create(spec)
         self.ready = True
 
     def _launch(self, runner: JobRunner) -> None:

@@ -15,6 +15,7 @@ import uvicorn
 
 from stream_pipeline.engine import Engine
 from stream_pipeline.jobs.routes import create_jobs_app
+from stream_pipeline.jobs.spec import JobSpec
 from stream_pipeline.jobs.supervisor import JobsConfig
 
 
@@ -37,10 +38,14 @@ def free_socket() -> socket.socket:
 
 
 @contextlib.asynccontextmanager
-async def serve_jobs(state_dir: Path, output_dir: Path) -> AsyncIterator[Service]:
+async def serve_jobs(
+    state_dir: Path, output_dir: Path, declared: tuple[JobSpec, ...] = ()
+) -> AsyncIterator[Service]:
     """The jobs app around a CPU engine, served by uvicorn on 127.0.0.1 (a free port)."""
     async with Engine(device="cpu", threads=1) as engine:
-        config = JobsConfig(state_dir, output_dir, backoff_initial=0.2, backoff_max=1.0)
+        config = JobsConfig(
+            state_dir, output_dir, backoff_initial=0.2, backoff_max=1.0, declared=declared
+        )
         app = create_jobs_app(engine, config)
         sock = free_socket()
         port = sock.getsockname()[1]

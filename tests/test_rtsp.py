@@ -274,9 +274,7 @@ def test_rtsp_output_is_read_back(
         cwd=tmp_path,
     )
     assert res.returncode == 0, res.stderr
-    # A preview sink takes the latest result: on a loaded machine the encoder may skip some of
-    # the 40 frames (by design, counted as drops); most of them must arrive.
-    assert sink_server.wait_record_frames("/push", at_least=30, timeout=20) >= 20
+    assert sink_server.wait_record_frames("/push", at_least=30, timeout=20) >= 30
     sink_server.wait_record_end("/push", timeout=20)
     sink_server.stop()
     probe = subprocess.run(

@@ -154,6 +154,9 @@ class MaskAnnotator:
         self._alpha = np.full(n, round(self.opacity * 256), np.int32)
         if background_id is not None:
             self._alpha[background_id] = 0
+        # Load (or compile) the overlay kernel now, where the annotator is made, instead of in a
+        # sink's thread while the first results of a live stream pile up behind it.
+        self.annotate(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8))
 
     @classmethod
     def for_classes(

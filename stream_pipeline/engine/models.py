@@ -98,6 +98,10 @@ class ModelPool:
                         threads=self.threads,
                         registry=self.registry,
                     )
+                # One blank frame through the whole model now, off the loop: onnxruntime's first
+                # run and the postprocess kernel's load (or compile) happen here, not while the
+                # first frames of a live source wait and overflow its ring.
+                await asyncio.to_thread(_warm, loaded)
                 entry = self._start(key, loaded)
                 self._entries[key] = entry
             entry.users += 1
@@ -143,6 +147,13 @@ class ModelPool:
         """Stop every model's worker (engine shutdown)."""
         for entry in self.entries():
             await self.stop(entry)
+
+
+def _warm(model: SegmentationModel) -> None:
+    import numpy as np
+
+    spec = model.package.input
+    model.segment(np.zeros((spec.height, spec.width, 3), np.uint8))
 
 
 def check_thresholds(model: SegmentationModel, thresholds: Thresholds) -> None:

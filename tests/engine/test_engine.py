@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import os
 import threading
@@ -60,15 +61,19 @@ async def test_hot_add_and_remove_while_others_stream(
 ) -> None:
     video = write_video(tmp_path / "cam.mp4", frames=300, fps=30)
     async with Engine(device="cpu", model=tiny_model) as engine:  # type: ignore[arg-type]
-        steady = await engine.add_source(
-            _synthetic("steady", frames=150, realtime=False), model=tiny_model
+        # Paced (it must outlive the hot adds below) but lossless: a block ring.
+        steady_spec = dataclasses.replace(
+            _synthetic("steady", frames=150, fps=50), buffer_policy=DropPolicy.BLOCK
         )
-        await engine.add_source(_synthetic("live"), model=tiny_model)
+        steady = await engine.add_source(steady_spec, model=tiny_model, start=False)
+        await engine.add_source(_synthetic("live"), model=tiny_model, start=False)
         got_steady: list[SegResult] = []
         got_live: list[SegResult] = []
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_collect(engine.subscribe("steady"), got_steady))
             tg.create_task(_collect(engine.subscribe("live", delivery="latest"), got_live))
+            engine.start_source("steady")
+            engine.start_source("live")
             await asyncio.sleep(0.5)
             fds_before, threads_before = _fds(), _threads()
             t_add = time.monotonic()

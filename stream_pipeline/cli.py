@@ -260,14 +260,7 @@ def _delivery_sinks(
     args: argparse.Namespace, specs: Sequence[Any], sinks: list[Any], output_dir: Path | None
 ) -> list[Any]:
     """``sinks`` with recordings in segments and rotated JSONL where asked, plus remote sinks."""
-    from stream_pipeline.consumers import (
-        JsonlSink,
-        MqttSink,
-        Retention,
-        SegmentedVideoSink,
-        VideoFileSink,
-        WebhookSink,
-    )
+    from stream_pipeline.consumers import JsonlSink, Retention, SegmentedVideoSink, VideoFileSink
     from stream_pipeline.consumers.remote import spool_directory
     from stream_pipeline.consumers.rotation import parse_duration, parse_size
 
@@ -321,6 +314,11 @@ def _delivery_sinks(
         "drain_timeout": args.drain_timeout,
         "with_masks": not args.no_masks_in_json,
     }
+    if not (args.webhook_out or args.mqtt_out):
+        return out
+    # Only now: the remote sinks bring aiohttp and paho (~0.3 s of start-up) with them.
+    from stream_pipeline.consumers import MqttSink, WebhookSink
+
     out += [
         WebhookSink(
             url,

@@ -1,15 +1,33 @@
-"""Consumers of results: the sink contract, mask visualisation and the sinks."""
+"""Consumers of results: the sink contract, mask visualisation and the sinks.
 
-from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext, SinkStats
-from stream_pipeline.consumers.files import CallbackSink, JsonlSink, MasksSink
-from stream_pipeline.consumers.mqtt import MqttSink
-from stream_pipeline.consumers.rotation import Retention
-from stream_pipeline.consumers.rtsp_out import RtspOutSink
-from stream_pipeline.consumers.segments import SegmentedVideoSink
-from stream_pipeline.consumers.spool import Spool
-from stream_pipeline.consumers.video import VideoFileSink
-from stream_pipeline.consumers.visualize import MaskAnnotator, build_palette
-from stream_pipeline.consumers.webhook import WebhookSink
+Each name is imported on first use: the sink contract (``consumers.base``) is needed everywhere,
+while the remote sinks bring aiohttp and paho, the video sinks PyAV, the overlay numba.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_EXPORTS = {
+    "CallbackSink": "files",
+    "Delivery": "base",
+    "Failure": "base",
+    "JsonlSink": "files",
+    "MaskAnnotator": "visualize",
+    "MasksSink": "files",
+    "MqttSink": "mqtt",
+    "Retention": "rotation",
+    "RtspOutSink": "rtsp_out",
+    "SegmentedVideoSink": "segments",
+    "Sink": "base",
+    "SinkContext": "base",
+    "SinkStats": "base",
+    "Spool": "spool",
+    "VideoFileSink": "video",
+    "WebhookSink": "webhook",
+    "build_palette": "visualize",
+}
 
 __all__ = [
     "CallbackSink",
@@ -30,3 +48,24 @@ __all__ = [
     "WebhookSink",
     "build_palette",
 ]
+
+if TYPE_CHECKING:
+    from stream_pipeline.consumers.base import Delivery, Failure, Sink, SinkContext, SinkStats
+    from stream_pipeline.consumers.files import CallbackSink, JsonlSink, MasksSink
+    from stream_pipeline.consumers.mqtt import MqttSink
+    from stream_pipeline.consumers.rotation import Retention
+    from stream_pipeline.consumers.rtsp_out import RtspOutSink
+    from stream_pipeline.consumers.segments import SegmentedVideoSink
+    from stream_pipeline.consumers.spool import Spool
+    from stream_pipeline.consumers.video import VideoFileSink
+    from stream_pipeline.consumers.visualize import MaskAnnotator, build_palette
+    from stream_pipeline.consumers.webhook import WebhookSink
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream_pipeline.consumers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"stream_pipeline.consumers.{module}"), name)
+    globals()[name] = value
+    return value

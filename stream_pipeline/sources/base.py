@@ -36,7 +36,8 @@ __all__ = [
     "parse_source_arg",
 ]
 
-LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp")
+# Live: reconnect, and drop the oldest frame rather than wait (WebRTC peers included).
+LIVE_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "srt", "udp", "rtp", "tcp", "whip", "webrtc")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 from stream_pipeline.buffer import DropPolicy
 from stream_pipeline.config import expand_env
 from stream_pipeline.consumers.base import Sink
-from stream_pipeline.engine import Engine, HostNeeds, SinkRunner, SourceHandle, Thresholds
+from stream_pipeline.engine import (
+    Engine,
+    EngineStatus,
+    HostNeeds,
+    SinkRunner,
+    SourceHandle,
+    Thresholds,
+)
 from stream_pipeline.errors import ConfigError, SourceError
 from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
 from stream_pipeline.jobs.spec import (
@@ -87,6 +94,7 @@ class JobRunner:
         self.wake = asyncio.Event()
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
+        self.last: EngineStatus | None = None  # the last run's counts, once it ended
 
     # -- state -----------------------------------------------------------------------------
 
@@ -264,7 +272,10 @@ class JobRunner:
         await engine.wait_sinks(self.engine_job)
         if self.sinks:
             await self._save_checkpoints()
-        # The handles and runners stay: the status of an ended run shows its last counts.
+        # The ended run's counts stay as a snapshot; its handles go, or every ended job would
+        # keep its model (an onnxruntime session) alive after the engine released it.
+        self.last = self._engine_status()
+        self.handles, self.runners, self.sinks = {}, [], []
 
     # -- control (from the API) ------------------------------------------------------------
 
@@ -342,9 +353,14 @@ class JobRunner:
 
     # -- status ----------------------------------------------------------------------------
 
+    def _engine_status(self) -> EngineStatus:
+        engine = self.sup.engine
+        return engine.status(self.handles.values(), self.runners).for_job(self.engine_job)
+
     def status(self) -> JobStatus:
         """The job now, from the engine's typed status (credentials redacted)."""
-        es = self.sup.engine.status(self.handles.values(), self.runners).for_job(self.engine_job)
+        attached = self.handles or self.runners
+        es = self.last if self.last is not None and not attached else self._engine_status()
         return job_status(self, es)
 
 

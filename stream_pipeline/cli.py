@@ -182,6 +182,9 @@ def _add_serve_parser(sub: Any) -> None:
     jobs.add_argument(
         "--jobs", default=None, metavar="FILE", help="JSON/YAML job specs to create if absent"
     )
+    jobs.add_argument(
+        "--max-sources", type=int, default=None, help="most sources over all running jobs"
+    )
     _add_model_args(serve.add_argument_group("model"))
 
 
@@ -608,6 +611,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def _jobs_config(args: argparse.Namespace) -> Any:
     """The jobs service's config from ``--state-dir``/``--output-dir`` (None: no jobs API)."""
+    if args.max_sources is not None and args.max_sources < 1:
+        raise ConfigError(f"--max-sources must be ≥ 1, got {args.max_sources}")
     if args.state_dir is None:
         if args.output_dir is not None or args.jobs is not None:
             raise ConfigError("--output-dir and --jobs are for the jobs API: give --state-dir too")
@@ -616,7 +621,12 @@ def _jobs_config(args: argparse.Namespace) -> Any:
     from stream_pipeline.jobs.supervisor import JobsConfig
 
     declared = load_jobs_file(Path(args.jobs)) if args.jobs else ()
-    return JobsConfig(Path(args.state_dir), Path(args.output_dir or "outputs"), declared=declared)
+    return JobsConfig(
+        Path(args.state_dir),
+        Path(args.output_dir or "outputs"),
+        declared=declared,
+        max_sources=args.max_sources,
+    )
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

@@ -58,6 +58,7 @@ class JobsConfig:
     backoff_initial: float = 1.0
     backoff_max: float = 60.0
     declared: tuple[JobSpec, ...] = ()  # --jobs FILE: created at start when absent (by name)
+    max_sources: int | None = None  # --max-sources: over all active jobs
 
     @property
     def spool_dir(self) -> Path:
@@ -404,7 +405,17 @@ class Supervisor:
         runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"job-{runner.id}")
 
     def check_free(self, source_ids: list[str]) -> None:
-        """:class:`JobConflict` if an active job already has one of ``source_ids``."""
+        """:class:`JobConflict` if an active job already has one of ``source_ids``, or if they
+        would take the service beyond ``max_sources``."""
+        limit = self.config.max_sources
+        if limit is not None:
+            active = [r for r in self.jobs.values() if r.state in _ACTIVE]
+            running = sum(len(r.spec.sources) for r in active)
+            if running + len(source_ids) > limit:
+                raise JobConflict(
+                    f"the service runs at most {limit} sources (--max-sources); "
+                    f"{running} are in use"
+                )
         for runner in self.jobs.values():
             if runner.state in _ACTIVE:
                 taken = {s.id for s in runner.spec.sources} & set(source_ids)

@@ -39,12 +39,20 @@ def free_socket() -> socket.socket:
 
 @contextlib.asynccontextmanager
 async def serve_jobs(
-    state_dir: Path, output_dir: Path, declared: tuple[JobSpec, ...] = ()
+    state_dir: Path,
+    output_dir: Path,
+    declared: tuple[JobSpec, ...] = (),
+    max_sources: int | None = None,
 ) -> AsyncIterator[Service]:
     """The jobs app around a CPU engine, served by uvicorn on 127.0.0.1 (a free port)."""
     async with Engine(device="cpu", threads=1) as engine:
         config = JobsConfig(
-            state_dir, output_dir, backoff_initial=0.2, backoff_max=1.0, declared=declared
+            state_dir,
+            output_dir,
+            backoff_initial=0.2,
+            backoff_max=1.0,
+            declared=declared,
+            max_sources=max_sources,
         )
         app = create_jobs_app(engine, config)
         sock = free_socket()

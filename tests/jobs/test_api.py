@@ -275,3 +275,25 @@ async def test_restart_policy_for_a_camera_that_cannot_be_opened(
         assert "cannot open" in status["error"]
         stopped = await service.client.delete(f"/jobs/{job_id}")
         assert stopped.json()["state"] == ("failed" if restart == "never" else "stopped")
+
+
+async def test_max_sources_is_a_conflict_beyond_it(tmp_path: Path, tiny_package: Path) -> None:
+    live = "synthetic://street?frames=0&realtime=1&width=64&height=48"
+    spec = {"name": "a", "model": str(tiny_package), "sources": [{"id": "a", "url": live}]}
+    async with asyncio.timeout(30):
+        async with serve_jobs(tmp_path / "s", tmp_path / "o", max_sources=2) as svc:
+            job_id = (await svc.client.post("/jobs", json=spec)).json()["id"]
+            more = await svc.client.post(f"/jobs/{job_id}/sources", json={"id": "b", "url": live})
+            assert more.status_code == 201, more.text
+            full = await svc.client.post(
+                "/jobs", json={**spec, "name": "c", "sources": [{"id": "c", "url": live}]}
+            )
+            assert full.status_code == 409
+            assert "--max-sources" in full.json()["error"]
+            await svc.client.delete(f"/jobs/{job_id}")
+            # A stopped job's sources no longer count.
+            again = await svc.client.post(
+                "/jobs", json={**spec, "name": "c", "sources": [{"id": "c", "url": live}]}
+            )
+            assert again.status_code == 201
+            await svc.client.delete(f"/jobs/{again.json()['id']}")

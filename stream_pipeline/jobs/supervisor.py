@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import secrets
 from pathlib import Path
@@ -29,8 +28,9 @@ from stream_pipeline.engine import (
     SourceHandle,
     Thresholds,
 )
-from stream_pipeline.errors import ConfigError, SourceError
+from stream_pipeline.errors import SourceError
 from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
+from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
 from stream_pipeline.jobs.spec import (
     JobSpec,
     JobStatus,
@@ -47,31 +47,6 @@ __all__ = ["JobConflict", "JobRunner", "JobsConfig", "Supervisor", "UnknownJob"]
 log = logging.getLogger(__name__)
 _ACTIVE = ("queued", "starting", "running", "paused")
 _POLL = 0.2  # seconds between looks at a running job (ends, errors, checkpoints)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class JobsConfig:
-    """Where the jobs service keeps its state and writes its outputs."""
-
-    state_dir: Path
-    output_dir: Path
-    backoff_initial: float = 1.0
-    backoff_max: float = 60.0
-    declared: tuple[JobSpec, ...] = ()  # --jobs FILE: created at start when absent (by name)
-    max_sources: int | None = None  # --max-sources: over all active jobs
-
-    @property
-    def spool_dir(self) -> Path:
-        """Remote sinks' spools."""
-        return self.state_dir / "spool"
-
-
-class UnknownJob(KeyError):
-    """No job (or no source in it) by that id: a 404."""
-
-
-class JobConflict(ConfigError):
-    """The request cannot apply to the job as it is now: a 409."""
 
 
 class JobRunner:
@@ -114,6 +89,16 @@ class JobRunner:
 
     async def run(self) -> None:
         """Run the job until it completes, fails, is stopped or the service closes."""
+        try:
+            await self._run()
+        except Exception as exc:
+            # A bug here must show as the job's failure, never as a job that says "running".
+            log.exception("job %s: internal error", self.id)
+            with contextlib.suppress(Exception):
+                await self._teardown()
+            await self._set("failed", f"internal error: {self._message(exc)}")
+
+    async def _run(self) -> None:
         delay = self.sup.config.backoff_initial
         while True:
             error: str | None

@@ -31,7 +31,8 @@ def progress_line(status: EngineStatus) -> str:
                 text += f" ({s.last_error[:80]})"
             parts.append(text)
     for k in status.sinks:
-        if k.pending or k.dropped or k.last_error:
+        # Local files keep up or hold the job back; remote sinks and failures are worth a look.
+        if k.delivery == "spooled" or k.dropped or k.last_error:
             text = f"{k.type} {k.state} sent {k.delivered} pending {k.pending} dropped {k.dropped}"
             if k.last_error:
                 text += f" ({k.last_error[:60]})"

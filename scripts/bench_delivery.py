@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import os
 import platform
 import socket
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -39,17 +40,14 @@ from stream_pipeline.pipeline import Pipeline, PipelineConfig
 from stream_pipeline.sources import SourceSpec
 
 
-def slow_receiver(delay: float) -> tuple[str, threading.Event, list[int]]:
-    """An HTTP server that answers 200 after ``delay`` seconds; returns its URL and a stop flag."""
-    ready = threading.Event()
-    stop = threading.Event()  # set from the main thread; the server polls it (a script)
-    port: list[int] = []
-    seen = [0]
+def _receiver_main(delay: float, port: Any, seen: Any, stop: Any) -> None:
+    """The receiver's process: answers each POST with 200 after ``delay`` seconds."""
 
     async def handle(request: web.Request) -> web.Response:
         await request.read()
         await asyncio.sleep(delay)
-        seen[0] += 1
+        with seen.get_lock():
+            seen.value += 1
         return web.Response(text="ok")
 
     async def serve() -> None:
@@ -59,14 +57,23 @@ def slow_receiver(delay: float) -> tuple[str, threading.Event, list[int]]:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port.append(runner.addresses[0][1])
-        ready.set()
+        port.value = runner.addresses[0][1]
         await asyncio.to_thread(stop.wait)
         await runner.cleanup()
 
-    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
-    ready.wait(10)
-    return f"http://127.0.0.1:{port[0]}/hook", stop, seen
+    asyncio.run(serve())
+
+
+def slow_receiver(delay: float) -> tuple[str, Any, Any]:
+    """An HTTP server in a process of its own (so its CPU is not the pipeline's) that answers
+    200 after ``delay`` seconds; returns its URL, a stop event and the count of requests."""
+    ctx = multiprocessing.get_context("spawn")
+    port, seen, stop = ctx.Value("i", 0), ctx.Value("i", 0), ctx.Event()
+    ctx.Process(target=_receiver_main, args=(delay, port, seen, stop), daemon=True).start()
+    deadline = time.monotonic() + 20
+    while not port.value and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return f"http://127.0.0.1:{port.value}/hook", stop, seen
 
 
 def closed_port() -> int:
@@ -140,7 +147,7 @@ def main() -> None:
     print(f"date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
     print(
         f"video: {args.frames} frames {args.width}x{args.height}, default model, CPU; "
-        f"webhook {args.delay:.0f} s/request ({seen[0]} requests answered), broker down"
+        f"webhook {args.delay:.0f} s/request ({seen.value} requests answered), broker down"
     )
     print()
     print("| configuration | runs (frames/s) | median frames/s | median CPU ms/frame |")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Generic, TypeVar
 
-from stream_pipeline.errors import ConfigError
+from stream_pipeline.errors import ConfigError, parse_choice
 
 __all__ = ["DropPolicy", "RingBuffer", "RingClosed", "RingStatistics"]
 
@@ -36,11 +36,7 @@ class DropPolicy(StrEnum):
     @classmethod
     def parse(cls, value: str | DropPolicy) -> DropPolicy:
         """The policy named ``value``; :class:`ConfigError` listing the names otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(p.value for p in cls)
-            raise ConfigError(f"buffer policy must be one of {names}, got {value!r}") from None
+        return parse_choice(cls, value, "buffer policy")
 
 
 class RingClosed(Exception):

@@ -7,6 +7,9 @@ about this package. Messages are one line and name the thing that is wrong.
 
 from __future__ import annotations
 
+from enum import StrEnum
+from typing import TypeVar
+
 __all__ = [
     "ConfigError",
     "EngineError",
@@ -24,6 +27,7 @@ __all__ = [
     "SourceOpenError",
     "StreamPipelineError",
     "WorkflowError",
+    "parse_choice",
 ]
 
 
@@ -89,3 +93,15 @@ class HubIntegrityError(HubError):
 
 class OfflineError(ModelNotFoundError):
     """Offline mode is on and the model is not in the local cache."""
+
+
+E = TypeVar("E", bound=StrEnum)
+
+
+def parse_choice(cls: type[E], value: str | E, what: str) -> E:
+    """The member of ``cls`` named ``value``, or a :class:`ConfigError` listing the choices."""
+    try:
+        return cls(value)
+    except ValueError:
+        names = ", ".join(member.value for member in cls)
+        raise ConfigError(f"{what} must be one of {names}, got {value!r}") from None

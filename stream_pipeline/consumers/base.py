@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from stream_pipeline.errors import ConfigError
+from stream_pipeline.errors import parse_choice
 from stream_pipeline.frames import SegResult
 
 __all__ = ["Delivery", "Failure", "Sink", "SinkContext", "SinkCounters", "SinkStats"]
@@ -44,11 +44,7 @@ class Delivery(StrEnum):
     @classmethod
     def parse(cls, value: str | Delivery) -> Delivery:
         """The mode named ``value``; :class:`ConfigError` listing the names otherwise."""
-        try:
-            return cls(value)
-        except ValueError:
-            names = ", ".join(d.value for d in cls)
-            raise ConfigError(f"delivery must be one of {names}, got {value!r}") from None
+        return parse_choice(cls, value, "delivery")
 
 
 class Failure(StrEnum):

@@ -186,8 +186,10 @@ class Pipeline:
         engine = self._engine
         if engine is None:
             return
+        # Only this job's sources still attached: an ended one's id may be another job's now.
+        attached = {h.id for h in engine.sources_of(self.job)}
         for handle in self._handles:
-            if handle.id in {h.id for h in engine.sources_of(self.job)}:
+            if handle.id in attached:
                 await engine.remove_source(handle.id, hard=True)
         engine.end_job(self.job)
         await engine.wait_sinks(self.job)

@@ -99,7 +99,13 @@ def test_broker_restarted_mid_run_every_frame_arrives(
 
 
 def test_broker_down_at_start_then_up(tmp_path: Path, tiny_model: SegmentationModel) -> None:
-    broker = Broker(tmp_path / "broker")  # configured, not running yet
+    broker = Broker(tmp_path / "broker")
+    # The subscriber's persistent session exists before the outage (and survives the broker's
+    # restart), so what the sink sends the moment the broker is back is queued for it: no race
+    # between the sink's reconnect and the subscriber's SUBSCRIBE.
+    broker.start()
+    Subscriber(broker, "late").close()
+    broker.stop()  # down at the sink's start
     sink = MqttSink(broker.url + "/late", tmp_path / "spool", reconnect=FAST)
     sink.open(context_for(tiny_model))
     try:

@@ -131,4 +131,5 @@ class SourceHandle:
             reconnects=counts.reconnects,
             last_error=counts.last_error,
             latency_ms=Percentiles.of(self.latency.percentiles(50, 99).get("total")),
+            decoder_restarts=counts.decoder_restarts,
         )

@@ -52,6 +52,7 @@ class SourceStatus:
     reconnects: int
     last_error: str | None
     latency_ms: Percentiles  # arrival → result
+    decoder_restarts: int = 0  # child decoder processes restarted (isolated sources)
 
 
 @dataclass(frozen=True, slots=True)

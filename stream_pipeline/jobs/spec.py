@@ -216,6 +216,7 @@ class SourceStatusModel(BaseModel):
     fps: float = 0.0
     dropped: int = 0
     reconnects: int = 0
+    decoder_restarts: int = 0
     last_error: str | None = None
 
 

@@ -39,6 +39,7 @@ def job_status(job: JobRunner, es: EngineStatus) -> JobStatus:
                 fps=s.fps if s else 0.0,
                 dropped=s.dropped if s else 0,
                 reconnects=s.reconnects if s else 0,
+                decoder_restarts=s.decoder_restarts if s else 0,
                 last_error=error,
             )
         )

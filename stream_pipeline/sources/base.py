@@ -135,6 +135,7 @@ class SourceCounts:
     last_error: str | None
     total_frames: int | None
     first_frame_at: float | None
+    decoder_restarts: int = 0
 
 
 class SourceCounters:
@@ -150,6 +151,7 @@ class SourceCounters:
         self._error: str | None = None
         self._total: int | None = None
         self._first: float | None = None
+        self._decoder_restarts = 0
 
     @property
     def state(self) -> SourceState:
@@ -184,6 +186,11 @@ class SourceCounters:
         with self._lock:
             self._reconnects += 1
 
+    def count_decoder_restart(self) -> None:
+        """The decoder's child process died or hung and was started again."""
+        with self._lock:
+            self._decoder_restarts += 1
+
     @property
     def total_frames(self) -> int | None:
         """The known length of a file, for progress."""
@@ -212,7 +219,13 @@ class SourceCounters:
         """Every counter at one instant."""
         with self._lock:
             return SourceCounts(
-                self._state, self._frames, self._reconnects, self._error, self._total, self._first
+                self._state,
+                self._frames,
+                self._reconnects,
+                self._error,
+                self._total,
+                self._first,
+                self._decoder_restarts,
             )
 
 

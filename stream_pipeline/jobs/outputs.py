@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from stream_pipeline.config import expand_env
 from stream_pipeline.consumers.base import Sink, SinkContext
@@ -32,7 +33,10 @@ from stream_pipeline.jobs.spec import (
     resolve_output,
 )
 
-__all__ = ["ResumeSink", "build_sink", "jsonl_checkpoints"]
+if TYPE_CHECKING:
+    from stream_pipeline.workflow.definition import BoundWorkflow
+
+__all__ = ["ResumeSink", "build_sink", "jsonl_checkpoints", "workflow_jsonl_record"]
 
 _BLOCK = 1 << 20
 DRAIN_TIMEOUT = 10.0  # a job's remote sinks drain this long on stop; the rest stays spooled
@@ -141,6 +145,20 @@ def _note(line: bytes, found: dict[str, int]) -> None:
         found[sid] = int(obj["frame_id"])
 
 
+def workflow_jsonl_record(
+    workflow: BoundWorkflow,
+) -> Callable[[dict[str, Any], SegResult], dict[str, Any]]:
+    """The JSONL record maker of a workflow job: the frame's origin, then the workflow's
+    ``outputs`` by name, as ``stream-pipeline run --workflow`` writes them (image outputs are
+    left out, as there without ``--workflow-images``)."""
+    from stream_pipeline.workflow.outputs import workflow_record
+
+    def record(prediction: dict[str, Any], result: SegResult) -> dict[str, Any]:
+        return workflow_record(workflow, prediction)
+
+    return record
+
+
 def build_sink(
     index: int,
     spec: SinkSpec,
@@ -148,14 +166,19 @@ def build_sink(
     spool_dir: Path,
     job_id: str,
     annotator: object | None,
+    workflow: BoundWorkflow | None = None,
 ) -> tuple[Sink, Path | None]:
-    """The sink of ``spec`` (and its JSONL path, for checkpoints); raises ``ConfigError``."""
+    """The sink of ``spec`` (and its JSONL path, for checkpoints); raises ``ConfigError``.
+
+    With the job's ``workflow``, a JSONL sink writes the workflow's outputs by name.
+    """
     field = f"sinks.{index}.path"
     if isinstance(spec, JsonlSinkSpec):
         from stream_pipeline.consumers.files import JsonlSink
 
         path = resolve_output(output_dir, spec.path, field)
-        return JsonlSink(path, with_masks=spec.with_masks), path
+        record = workflow_jsonl_record(workflow) if workflow is not None else None
+        return JsonlSink(path, with_masks=spec.with_masks, record=record), path
     if isinstance(spec, VideoSinkSpec):
         from stream_pipeline.consumers.rotation import Retention
         from stream_pipeline.consumers.segments import SegmentedVideoSink

@@ -217,6 +217,8 @@ class SourceStatusModel(BaseModel):
     dropped: int = 0
     reconnects: int = 0
     decoder_restarts: int = 0
+    outages: int = 0  # times the service was down (restart, crash) while this live source ran
+    outage_seconds: float = 0.0  # their length in all, from the last heartbeat to the next frame
     last_error: str | None = None
 
 

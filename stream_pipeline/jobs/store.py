@@ -1,7 +1,9 @@
 """The jobs' state: SQLite in WAL mode under ``--state-dir`` (created 0700).
 
 It holds each job's spec (as submitted: ``${ENV}`` references unexpanded), its state and error,
-and per-sink checkpoints (the last frame id a file sink made durable, per source). Every call
+per-sink checkpoints (the last frame id a file sink made durable, per source), the outages of
+live sources across service restarts, and the service's heartbeat (when it was last alive, from
+which the next start measures how long it was down). Every call
 is synchronous and short; the supervisor runs them off the event loop through the ``a*``
 wrappers (``asyncio.to_thread``), one at a time under a lock, on one connection.
 """
@@ -37,6 +39,17 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     source_id TEXT NOT NULL,
     frame_id INTEGER NOT NULL,
     PRIMARY KEY (job_id, sink, source_id)
+);
+CREATE TABLE IF NOT EXISTS outages (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    source_id TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    seconds REAL NOT NULL,
+    PRIMARY KEY (job_id, source_id)
+);
+CREATE TABLE IF NOT EXISTS heartbeat (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    alive_at REAL NOT NULL
 );
 """
 
@@ -149,6 +162,45 @@ class JobStore:
             )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    # -- outages of live sources across restarts ----------------------------------------------
+
+    def beat(self, now: float | None = None) -> None:
+        """The service is alive at ``now`` (wall clock)."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT INTO heartbeat VALUES (0, ?) ON CONFLICT (id) DO UPDATE"
+                " SET alive_at = excluded.alive_at",
+                (time.time() if now is None else now,),
+            )
+
+    def last_beat(self) -> float | None:
+        """When the service was last alive (wall clock), ``None`` on a first start."""
+        with self._lock:
+            row = self._conn().execute("SELECT alive_at FROM heartbeat WHERE id = 0").fetchone()
+        return None if row is None else float(row[0])
+
+    def set_outage(self, job_id: str, source_id: str, count: int, seconds: float) -> None:
+        """The outages so far of a live source: how many, and their seconds in all."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT INTO outages VALUES (?, ?, ?, ?) ON CONFLICT (job_id, source_id)"
+                " DO UPDATE SET count = excluded.count, seconds = excluded.seconds",
+                (job_id, source_id, count, seconds),
+            )
+
+    def outages(self) -> dict[str, dict[str, tuple[int, float]]]:
+        """``{job_id: {source_id: (count, seconds)}}`` of every job."""
+        with self._lock:
+            rows = (
+                self._conn()
+                .execute("SELECT job_id, source_id, count, seconds FROM outages")
+                .fetchall()
+            )
+        out: dict[str, dict[str, tuple[int, float]]] = {}
+        for job_id, source_id, count, seconds in rows:
+            out.setdefault(job_id, {})[source_id] = (int(count), float(seconds))
+        return out
+
     # -- off the loop ----------------------------------------------------------------------
 
     async def ainsert(self, job_id: str, spec: JobSpec, state: str) -> JobRecord:
@@ -170,3 +222,11 @@ class JobStore:
     async def aset_checkpoint(self, job_id: str, sink: str, source_id: str, frame_id: int) -> None:
         """:meth:`set_checkpoint` in a thread."""
         await asyncio.to_thread(self.set_checkpoint, job_id, sink, source_id, frame_id)
+
+    async def abeat(self) -> None:
+        """:meth:`beat` in a thread."""
+        await asyncio.to_thread(self.beat)
+
+    async def aset_outage(self, job_id: str, source_id: str, count: int, seconds: float) -> None:
+        """:meth:`set_outage` in a thread."""
+        await asyncio.to_thread(self.set_outage, job_id, source_id, count, seconds)

@@ -29,6 +29,7 @@ from stream_pipeline.engine import (
     Thresholds,
 )
 from stream_pipeline.errors import SourceError
+from stream_pipeline.jobs.outage import Outages
 from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
 from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
 from stream_pipeline.jobs.spec import (
@@ -47,6 +48,7 @@ __all__ = ["JobConflict", "JobRunner", "JobsConfig", "Supervisor", "UnknownJob"]
 log = logging.getLogger(__name__)
 _ACTIVE = ("queued", "starting", "running", "paused")
 _POLL = 0.2  # seconds between looks at a running job (ends, errors, checkpoints)
+_HEARTBEAT = 1.0  # seconds between the service's heartbeats in the store
 
 
 class JobRunner:
@@ -71,6 +73,7 @@ class JobRunner:
         self.stopping = False
         self.task: asyncio.Task[None] | None = None
         self.last: EngineStatus | None = None  # the last run's counts, once it ended
+        self.outages = Outages()  # of live sources across service restarts
 
     # -- state -----------------------------------------------------------------------------
 
@@ -201,6 +204,10 @@ class JobRunner:
             max_frames=source.max_frames,
         )
 
+    def is_live(self, source: SourceSpecModel) -> bool:
+        """Whether ``source`` is live (reconnects) rather than a file (continues)."""
+        return self._source_spec(source, expand=False).live
+
     async def _add(self, source: SourceSpecModel, start: bool) -> None:
         model, thresholds = self._model()
         pixels = any(isinstance(s, VideoSinkSpec) for s in self.spec.sinks)
@@ -225,6 +232,8 @@ class JobRunner:
             ticks += 1
             if ticks % 5 == 0:
                 await self._save_checkpoints()
+            if self.outages.open:
+                await self._close_outages()
             error = engine.job_error(self.engine_job)
             if error is not None:
                 await self._teardown()
@@ -243,6 +252,18 @@ class JobRunner:
             if failed:
                 return f"source {failed[0].id}: {failed[0].last_error or 'failed'}"
             return None
+
+    async def _close_outages(self) -> None:
+        frames = {s.id: s.frames for s in self._engine_status().sources}
+        for sid, count, seconds in self.outages.observe(frames):
+            await self.sup.store.aset_outage(self.id, sid, count, seconds)
+            log.info(
+                "job %s: source %s is back (%d outages, %.1f s in all)",
+                self.id,
+                sid,
+                count,
+                seconds,
+            )
 
     async def _save_checkpoints(self) -> None:
         for wrapped in self.sinks:
@@ -361,6 +382,7 @@ class Supervisor:
         self.jobs: dict[str, JobRunner] = {}
         self.closing = False
         self.ready = False
+        self._heartbeat: asyncio.Task[None] | None = None
 
     def annotator(self, model: str) -> object:
         """A mask annotator for ``model`` (loads its package; run it off the loop)."""
@@ -375,16 +397,31 @@ class Supervisor:
     async def start(self) -> None:
         """Load the stored jobs and run again each one that was active."""
         self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        down_since = await asyncio.to_thread(self.store.last_beat)
+        outages = await asyncio.to_thread(self.store.outages)
         for record in await self.store.ajobs():
             runner = JobRunner(self, record)
+            runner.outages = Outages(outages.get(record.id))
             self.jobs[record.id] = runner
             if record.state in _ACTIVE:
+                if down_since is not None and record.state != "paused":
+                    live = [s.id for s in record.spec.sources if runner.is_live(s)]
+                    runner.outages.begin(live, down_since)
                 self._launch(runner)
+        await self.store.abeat()
+        self._heartbeat = asyncio.get_running_loop().create_task(self._beat(), name="heartbeat")
         names = {r.spec.name for r in self.jobs.values()}
         for spec in self.config.declared:
             if spec.name not in names:
                 await self.create(spec)
         self.ready = True
+
+    async def _beat(self) -> None:
+        # How long the service was down is measured from the last beat before it went.
+        while True:
+            await asyncio.sleep(_HEARTBEAT)
+            with contextlib.suppress(Exception):  # a busy disk must not end the heartbeat
+                await self.store.abeat()
 
     def _launch(self, runner: JobRunner) -> None:
         runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"job-{runner.id}")
@@ -434,6 +471,10 @@ class Supervisor:
     async def aclose(self) -> None:
         """Stop every job without recording it as stopped: the next start resumes them."""
         self.closing = True
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
         tasks = [r.task for r in self.jobs.values() if r.task is not None]
         for runner in self.jobs.values():
             runner.wake.set()

@@ -30,6 +30,7 @@ def job_status(job: JobRunner, es: EngineStatus) -> JobStatus:
         error = s.last_error if s is not None else None
         for url in job.secrets:
             error = redact_text(error, url) if error else error
+        outages, outage_seconds = job.outages.of(src.id)
         sources.append(
             SourceStatusModel(
                 id=src.id,
@@ -40,6 +41,8 @@ def job_status(job: JobRunner, es: EngineStatus) -> JobStatus:
                 dropped=s.dropped if s else 0,
                 reconnects=s.reconnects if s else 0,
                 decoder_restarts=s.decoder_restarts if s else 0,
+                outages=outages,
+                outage_seconds=outage_seconds,
                 last_error=error,
             )
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from stream_pipeline.engine import Engine
 from stream_pipeline.jobs.routes import create_jobs_app
 from stream_pipeline.jobs.spec import JobSpec
 from stream_pipeline.jobs.supervisor import JobsConfig
+from tests.jobs.processes import Serve
 
 
 @dataclass
@@ -79,3 +81,19 @@ async def serve_jobs(
 async def service(tmp_path: Path) -> AsyncIterator[Service]:
     async with serve_jobs(tmp_path / "state", tmp_path / "out") as svc:
         yield svc
+
+
+@pytest.fixture
+def serve_group(tmp_path: Path, tiny_package: Path) -> Iterator[Any]:
+    """``start()`` runs ``stream-pipeline serve`` on one state dir (again after a kill); every
+    process group started is killed at the end."""
+    started: list[Serve] = []
+
+    def start() -> Serve:
+        s = Serve(tmp_path / "state", tmp_path / "out", tiny_package)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill()

@@ -169,9 +169,10 @@ class JobRunner:
             annotator = await asyncio.to_thread(self.sup.annotator, model)
         self.handles, self.runners = {}, []
         built: list[tuple[str, Sink, Path | None, str | None]] = []
+        workflow = spec.bound_workflow()  # a workflow job's JSONL holds its outputs by name
         for i, sink_spec in enumerate(spec.sinks):
             sink, jsonl = build_sink(
-                i, sink_spec, config.output_dir, config.spool_dir, self.id, annotator
+                i, sink_spec, config.output_dir, config.spool_dir, self.id, annotator, workflow
             )
             built.append((f"{i}:{sink_spec.type}", sink, jsonl, sink_spec.source_id))
         self.sinks = []

@@ -69,11 +69,6 @@ def _records(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-# The supervisor must hand the job's bound workflow to build_sink (``workflow=``); until it does,
-# the job writes plain prediction lines. strict: this flips to a failure once it does.
-@pytest.mark.xfail(
-    strict=True, reason="supervisor does not yet pass workflow=spec.bound_workflow() to build_sink"
-)
 async def test_workflow_job_writes_the_outputs_run_writes(
     tmp_path: Path, tiny_package: Path
 ) -> None:

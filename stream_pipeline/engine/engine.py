@@ -438,6 +438,12 @@ class Engine:
         """Close the job-wide consumers of ``job`` (its sources are done)."""
         self.router.job_ended(job)
 
+    def forget_job(self, job: str) -> None:
+        """Drop what the engine keeps of ``job`` (its error) once it has ended and its status was
+        read, so that a service running jobs for weeks keeps nothing of each one it ran."""
+        if not self.sources_of(job) and not any(r.job == job for r in self._sinks):
+            self._jobs.pop(job, None)
+
     async def wait_sinks(self, job: str) -> None:
         """Wait until every sink of ``job`` has drained and closed."""
         for runner in [r for r in self._sinks if r.job == job]:

@@ -245,11 +245,9 @@ class JobRunner:
             if self.paused or engine.sources_of(self.engine_job):
                 continue
             await self._teardown()
-            failed = [
-                s
-                for s in engine.status(self.handles.values()).sources
-                if s.job == self.engine_job and s.state == "failed"
-            ]
+            # The ended sources are in the snapshot the teardown took (no longer in the engine).
+            ended = self.last.sources if self.last is not None else ()
+            failed = [s for s in ended if s.state == "failed"]
             if failed:
                 return f"source {failed[0].id}: {failed[0].last_error or 'failed'}"
             return None
@@ -283,6 +281,7 @@ class JobRunner:
         # The ended run's counts stay as a snapshot; its handles go, or every ended job would
         # keep its model (an onnxruntime session) alive after the engine released it.
         self.last = self._engine_status()
+        engine.forget_job(self.engine_job)
         self.handles, self.runners, self.sinks = {}, [], []
 
     # -- control (from the API) ------------------------------------------------------------

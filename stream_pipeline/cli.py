@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 from stream_pipeline.buffer import DropPolicy
 from stream_pipeline.config import read_environment
 from stream_pipeline.errors import ConfigError, StreamPipelineError
+from stream_pipeline.jobs.commands import add_jobs_parser, run_jobs_command
 from stream_pipeline.model.thresholds import CONFIDENCE_MODES
 
 __all__ = ["main"]
@@ -122,6 +123,7 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--id", default=None, help="register under this project/version")
     imp.add_argument("--replace", action="store_true")
     _add_serve_parser(sub)
+    add_jobs_parser(sub)
     return p
 
 
@@ -700,6 +702,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "serve":
             return _cmd_serve(args)
+        if args.command == "jobs":
+            return run_jobs_command(args)
         return _cmd_models(args)
     except StreamPipelineError as exc:
         _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)

@@ -18,27 +18,31 @@ from pydantic import ValidationError
 from stream_pipeline.errors import ConfigError
 from stream_pipeline.jobs.spec import JobSpec
 
-__all__ = ["load_jobs_file"]
+__all__ = ["load_jobs_file", "read_spec_file"]
+
+
+def read_spec_file(path: Path, label: str = "--jobs") -> Any:
+    """The parsed content of ``path`` (``.yaml``/``.yml``: YAML, else JSON), unvalidated; a
+    :class:`ConfigError` starting ``<label> <path>:`` when it cannot be read or parsed."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{label} {path}: {exc.strerror or exc}") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            return yaml.safe_load(text)
+        return json.loads(text)
+    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's parse errors
+        raise ConfigError(f"{label} {path}: not valid: {' '.join(str(exc).split())}") from None
+    except Exception as exc:  # yaml.YAMLError is no ValueError
+        raise ConfigError(f"{label} {path}: not valid YAML: {' '.join(str(exc).split())}") from None
 
 
 def load_jobs_file(path: Path) -> tuple[JobSpec, ...]:
     """The validated specs of ``path`` (``.yaml``/``.yml``: YAML, else JSON)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--jobs {path}: {exc.strerror or exc}") from None
-    try:
-        raw: Any
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            raw = yaml.safe_load(text)
-        else:
-            raw = json.loads(text)
-    except ValueError as exc:  # json.JSONDecodeError and yaml.YAMLError's parse errors
-        raise ConfigError(f"--jobs {path}: not valid: {' '.join(str(exc).split())}") from None
-    except Exception as exc:  # yaml.YAMLError is no ValueError
-        raise ConfigError(f"--jobs {path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    raw = read_spec_file(path)
     if isinstance(raw, dict) and set(raw) == {"jobs"}:
         raw = raw["jobs"]
     if not isinstance(raw, list):

@@ -1,13 +1,25 @@
-"""Bounded latency statistics: the last N samples per stage, and percentiles of them."""
+"""Bounded latency statistics: the last N samples per stage and percentiles of them (for the
+console and the status JSON), and fixed-bucket histograms of every frame (for ``/metrics``)."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import threading
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LatencyStats", "RateMeter"]
+__all__ = [
+    "BATCH_BUCKETS",
+    "LATENCY_BUCKETS",
+    "STAGES",
+    "HistogramSnapshot",
+    "LatencyStats",
+    "RateMeter",
+    "WorkerMeters",
+]
 
 
 class LatencyStats:
@@ -60,3 +72,92 @@ class RateMeter:
                 return 0.0
             span = max(now - times[0], 1e-6)
             return (len(times) - 1) / span
+
+
+# Seconds: from a fast GPU batch (sub-millisecond) to a camera far behind live (10 s).
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
+STAGES = ("queue", "preprocess", "infer", "postprocess", "total")
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """One histogram at one instant: ``cumulative[i]`` values were ≤ ``bounds[i]``; the last
+    entry of ``cumulative`` (one longer than ``bounds``) is every value, ``+Inf``."""
+
+    bounds: tuple[float, ...]
+    cumulative: tuple[int, ...]
+    sum: float
+
+    @property
+    def count(self) -> int:
+        """How many values were observed."""
+        return self.cumulative[-1]
+
+
+class _Buckets:
+    """Counts per fixed bucket and a sum; not locked (its owner holds the lock)."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # Prometheus buckets are "≤ le": bisect_left finds the first bound ≥ value.
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self.bounds, tuple(itertools.accumulate(self.counts)), self.sum)
+
+
+class WorkerMeters:
+    """Histograms of one batching worker: seconds per stage (:data:`STAGES`) per frame, and
+    frames per batch. Fixed buckets, so the memory is constant however long the worker runs;
+    one lock taken once per batch (by the postprocess thread), read by scrapes."""
+
+    def __init__(
+        self,
+        latency_bounds: tuple[float, ...] = LATENCY_BUCKETS,
+        batch_bounds: tuple[float, ...] = BATCH_BUCKETS,
+    ) -> None:
+        self._stages = {stage: _Buckets(latency_bounds) for stage in STAGES}
+        self._batch = _Buckets(batch_bounds)
+        self._lock = threading.Lock()
+
+    def observe_batch(self, rows: list[tuple[float, float, float, float, float]]) -> None:
+        """One batch: a row of (queue, preprocess, infer, postprocess, total) seconds per frame."""
+        stages = tuple(self._stages.values())
+        with self._lock:
+            self._batch.observe(len(rows))
+            for row in rows:
+                for buckets, value in zip(stages, row, strict=True):
+                    buckets.observe(value)
+
+    def latency(self) -> dict[str, HistogramSnapshot]:
+        """Seconds per frame, by stage."""
+        with self._lock:
+            return {stage: b.snapshot() for stage, b in self._stages.items()}
+
+    def batch_sizes(self) -> HistogramSnapshot:
+        """Frames per batch."""
+        with self._lock:
+            return self._batch.snapshot()

@@ -24,6 +24,7 @@ from typing import Any
 
 from stream_pipeline.buffer import RingBuffer, RingClosed
 from stream_pipeline.frames import Frame, SegResult
+from stream_pipeline.stats import WorkerMeters
 from stream_pipeline.worker import BatchWorker, HostNeeds, Thresholds, WorkItem
 
 __all__ = ["Attachment", "Batcher"]
@@ -58,8 +59,10 @@ class Batcher:
         max_wait_ms: float,
         dispatch: Callable[[SegResult, Attachment], None],
         ended: Callable[[Attachment], None],
+        meters: WorkerMeters | None = None,
     ) -> None:
         self.worker = worker
+        self.meters = meters or WorkerMeters()
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
         self.doorbell = threading.Event()
@@ -166,6 +169,7 @@ class Batcher:
                     continue
                 if batch.items:
                     results = self.worker.finish(batch.pending)
+                    self.meters.observe_batch(_stage_rows(results, time.monotonic()))
                     for result, owner in zip(results, batch.attachments, strict=True):
                         self._dispatch(result, owner)
                     size = len(batch.items)
@@ -178,3 +182,15 @@ class Batcher:
             return
         finally:
             self._handoff.close()
+
+
+def _stage_rows(
+    results: list[SegResult], now: float
+) -> list[tuple[float, float, float, float, float]]:
+    """Each result's stage timings and its total (arrival → result) for the meters."""
+    rows = []
+    for r in results:
+        t = r.timings
+        arrival = r.frame.meta.arrival_monotonic if r.frame is not None else now
+        rows.append((t.queue, t.preprocess, t.infer, t.postprocess, now - arrival))
+    return rows

@@ -15,6 +15,7 @@ from stream_pipeline.engine.batcher import Attachment, Batcher
 from stream_pipeline.engine.status import WorkerStatus
 from stream_pipeline.engine.threads import ManagedThread
 from stream_pipeline.frames import SegResult
+from stream_pipeline.stats import WorkerMeters
 from stream_pipeline.worker import Thresholds, make_worker
 
 if TYPE_CHECKING:  # importing the model loads onnxruntime: only where it is needed
@@ -74,11 +75,18 @@ class ModelPool:
         self.max_wait_ms = max_wait_ms
         self._dispatch, self._ended, self._failed = dispatch, ended, failed
         self._entries: dict[tuple[str, str], ModelEntry] = {}
+        # Kept when a model is released, so a scrape's counters never go back when a job ends;
+        # one per (model id, device) ever loaded.
+        self._meters: dict[tuple[str, str], WorkerMeters] = {}
         self._lock = asyncio.Lock()
 
     def entries(self) -> list[ModelEntry]:
         """The models loaded now."""
         return list(self._entries.values())
+
+    def meters(self) -> dict[tuple[str, str], WorkerMeters]:
+        """The histograms of every (model id, device) loaded since the engine started."""
+        return dict(self._meters)
 
     async def acquire(self, model: str | SegmentationModel | None) -> ModelEntry:
         """The entry for ``model`` (default: the engine's), loading it (off the loop) if needed."""
@@ -108,12 +116,10 @@ class ModelPool:
             return entry
 
     def _start(self, key: tuple[str, str], model: SegmentationModel) -> ModelEntry:
+        worker = make_worker(model, self.worker, batch=self.max_batch)
+        meters = self._meters.setdefault((model.package.model_id, worker.device), WorkerMeters())
         batcher = Batcher(
-            make_worker(model, self.worker, batch=self.max_batch),
-            self.max_batch,
-            self.max_wait_ms,
-            self._dispatch,
-            self._ended,
+            worker, self.max_batch, self.max_wait_ms, self._dispatch, self._ended, meters
         )
         entry = ModelEntry(key, model, batcher)
         for name, target in (("infer", batcher.run_infer), ("post", batcher.run_post)):

@@ -30,9 +30,10 @@ from stream_pipeline.jobs.supervisor import (
     Supervisor,
     UnknownJob,
 )
+from stream_pipeline.logs import redact_credentials, set_ids
 from stream_pipeline.server.auth import check_token
 
-__all__ = ["create_jobs_app", "install_jobs", "jobs_router", "validation_error"]
+__all__ = ["create_jobs_app", "install_jobs", "jobs_router", "not_ready", "validation_error"]
 
 
 def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRouter:
@@ -45,11 +46,14 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
         holder.append(supervisor)
         try:
             await supervisor.start()
+            # The jobs resumed (or declared) now: not ready until each has made its first start.
+            resuming.extend(j for j in supervisor.jobs.values() if j.task is not None)
             yield {}
         finally:
             await supervisor.aclose()
 
     holder: list[Supervisor] = []
+    resuming: list[JobRunner] = []
     router = APIRouter(lifespan=lifespan)
 
     def sup(request: Request) -> Supervisor:
@@ -60,9 +64,11 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
 
     def job(request: Request, job_id: str) -> JobRunner:
         try:
-            return sup(request).get(job_id)
+            runner = sup(request).get(job_id)
         except UnknownJob as exc:
             raise HTTPException(404, exc.args[0]) from None
+        set_ids(job=runner.id)  # this request's log records, and the threads it starts
+        return runner
 
     @router.post("/jobs", status_code=201, response_model=JobStatus)
     async def create(spec: JobSpec, request: Request, response: Response) -> JobStatus:
@@ -141,12 +147,49 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
-        """Ready when the jobs were resumed and the engine's worker has not failed."""
-        ready = bool(holder) and holder[0].ready and engine.error is None
-        body = {"status": "ready" if ready else "not ready", "error": str(engine.error or "")}
-        return JSONResponse(body, 200 if ready else 503)
+        """200 once the stored jobs were resumed, while every loaded model's worker runs; else
+        503 with the reason."""
+        reason = not_ready(holder[0] if holder else None, engine, resuming)
+        if reason is None:
+            return JSONResponse({"status": "ready", "reason": None})
+        return JSONResponse({"status": "not ready", "reason": redact_credentials(reason)}, 503)
 
     return router
+
+
+def not_ready(
+    supervisor: Supervisor | None, engine: Engine, resuming: list[JobRunner]
+) -> str | None:
+    """Why the service is not ready, or ``None``. ``resuming``: the jobs run at start that have
+    not yet made their first start (those that have are removed, so a job that later waits on a
+    camera down does not make the service unready)."""
+    if supervisor is None or not supervisor.ready:
+        return "the jobs service is starting: stored jobs not resumed yet"
+    if engine.error is not None:
+        return f"the engine stopped: {engine.error}"
+    if supervisor.closing:
+        return "the service is shutting down"
+    resuming[:] = [
+        j
+        for j in resuming
+        if j.state in ("queued", "starting") and j.error is None and j.restarts == 0
+    ]
+    if resuming:
+        job = resuming[0]
+        return f"job {job.id} is {job.state}: resumed at start, its model and sources are opening"
+    loaded = engine.models.entries()
+    for entry in loaded:
+        for thread in entry.threads:
+            if thread.done.done():
+                model = entry.model.package.model_id
+                return f"the worker of model {model} is not running ({thread.name} ended)"
+    for job in supervisor.jobs.values():
+        if job.state != "running":
+            continue
+        for handle in job.handles.values():
+            if handle.model not in loaded:
+                return f"job {job.id}: model {handle.model.model.package.model_id} is not loaded"
+    return None
 
 
 async def _events(runner: JobRunner, sub: Any) -> AsyncIterator[bytes]:

@@ -174,6 +174,12 @@ def _add_serve_parser(sub: Any) -> None:
         help="STUN/TURN server: stun:host:port or turn:user:pass@host:port; repeatable",
     )
     net.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (0-1)")
+    net.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr logs as text or one JSON object a line (default: text)",
+    )
     jobs = serve.add_argument_group("jobs (docs/jobs.md)")
     jobs.add_argument(
         "--state-dir", default=None, help="serve the jobs API; its SQLite state lives here (0700)"
@@ -561,10 +567,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from stream_pipeline.engine import Thresholds
+    from stream_pipeline.logs import configure
     from stream_pipeline.model import load_model
     from stream_pipeline.server.serve import ServeConfig, serve
     from stream_pipeline.sources import SourceSpec, parse_source_arg
 
+    configure(args.log_format)  # before the model loads: its warnings are formatted too
     env = read_environment()
     if args.custom_confidence is not None and args.confidence_mode not in (None, "custom"):
         raise ConfigError("--custom-confidence only applies with --confidence-mode custom")
@@ -589,6 +597,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_wait_ms=args.max_wait_ms,
         opacity=args.opacity,
         jobs=_jobs_config(args),
+        log_format=args.log_format,
     )
     config.validate()  # before the model loads: a missing token fails at once
     names = tuple(n.strip() for n in args.class_names.split(",")) if args.class_names else None

@@ -14,6 +14,7 @@ from stream_pipeline.engine.batcher import Attachment
 from stream_pipeline.engine.models import ModelEntry
 from stream_pipeline.engine.status import Percentiles, SourceStatus
 from stream_pipeline.engine.threads import ManagedThread
+from stream_pipeline.logs import carry_context, set_ids
 from stream_pipeline.sources import AnySource, AsyncSource
 from stream_pipeline.stats import LatencyStats, RateMeter
 
@@ -57,6 +58,7 @@ class SourceHandle:
             self.stop = stop
 
             async def run_async() -> None:
+                set_ids(source=self.id)  # the task's own copy of the loop's context
                 try:
                     await source.run(ring, stop)
                 except asyncio.CancelledError:
@@ -77,7 +79,9 @@ class SourceHandle:
                 ring.close()
                 source.close()
 
-        thread = ManagedThread(f"source-{self.id}", target, loop, failed)
+        # The thread's log records carry the job id of whoever started it, and the source id.
+        run = carry_context(target, job=self.job, source=self.id)
+        thread = ManagedThread(f"source-{self.id}", run, loop, failed)
         self.stop, self.runner = thread.stop, thread
         thread.start()
 
@@ -126,7 +130,7 @@ class SourceHandle:
             results=results,
             total_frames=counts.total_frames,
             fps=round(self.rate.rate(now), 2),
-            dropped=ring.dropped,
+            dropped=ring.dropped + counts.dropped,
             buffered=ring.depth,
             reconnects=counts.reconnects,
             last_error=counts.last_error,

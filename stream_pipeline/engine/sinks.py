@@ -13,6 +13,7 @@ from stream_pipeline.consumers.base import Failure, Sink, SinkContext
 from stream_pipeline.engine.fanout import Consumer
 from stream_pipeline.engine.status import SinkStatus
 from stream_pipeline.engine.threads import JOIN_GRACE_SECONDS, ManagedThread
+from stream_pipeline.logs import carry_context
 
 __all__ = ["SinkRunner"]
 
@@ -72,7 +73,8 @@ class SinkRunner:
 
     def start(self) -> None:
         """Start the sink's thread."""
-        self._thread = ManagedThread(f"sink-{self.sink.name}-{self.id}", self._run, self._loop)
+        run = carry_context(self._run, job=self.job)  # its log records carry the job id
+        self._thread = ManagedThread(f"sink-{self.sink.name}-{self.id}", run, self._loop)
         self._thread.start()
 
     def _run(self, stop: threading.Event) -> None:

@@ -40,6 +40,7 @@ from stream_pipeline.jobs.spec import (
 )
 from stream_pipeline.jobs.store import JobRecord, JobStore
 from stream_pipeline.jobs.view import job_status
+from stream_pipeline.logs import job_context
 from stream_pipeline.redact import redact_text
 from stream_pipeline.sources import SourceSpec
 
@@ -424,7 +425,10 @@ class Supervisor:
                 await self.store.abeat()
 
     def _launch(self, runner: JobRunner) -> None:
-        runner.task = asyncio.get_running_loop().create_task(runner.run(), name=f"job-{runner.id}")
+        # Every log record of the job's task, and of the threads it starts, names the job.
+        context = job_context(runner.id)
+        loop = asyncio.get_running_loop()
+        runner.task = loop.create_task(runner.run(), name=f"job-{runner.id}", context=context)
 
     def check_free(self, source_ids: list[str]) -> None:
         """:class:`JobConflict` if an active job already has one of ``source_ids``, or if they

@@ -22,6 +22,7 @@ from typing import Any
 from stream_pipeline.config import read_environment
 from stream_pipeline.engine import Engine, HostNeeds, Thresholds
 from stream_pipeline.errors import ConfigError
+from stream_pipeline.logs import LOG_FORMATS, LogFormat, configure
 from stream_pipeline.model.segmenter import SegmentationModel
 from stream_pipeline.server.app import ServerSettings, create_app
 from stream_pipeline.server.auth import is_loopback
@@ -31,6 +32,8 @@ from stream_pipeline.sources import SourceSpec
 __all__ = ["SERVE_JOB", "ServeConfig", "serve", "serve_forever"]
 
 SERVE_JOB = "serve"  # the job of the --source streams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,7 @@ class ServeConfig:
     max_wait_ms: float = 5.0
     opacity: float = 0.5
     jobs: Any = None  # a JobsConfig (--state-dir, --output-dir): serve the jobs API too
+    log_format: LogFormat = "text"  # stderr: text, or one JSON object a line
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a configuration that must not run."""
@@ -69,6 +73,8 @@ class ServeConfig:
         ids = [s.id for s in self.sources]
         if len(set(ids)) != len(ids):
             raise ConfigError(f"--source ids must differ, got {ids}")
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(f"--log-format must be text or json, got {self.log_format!r}")
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -105,8 +111,14 @@ def _server(app: Any) -> Any:
 
     # An open event stream (GET /jobs/{id}/results) never ends by itself: without a bound,
     # uvicorn would wait for it forever on SIGTERM, before the app's shutdown even starts.
+    # log_config=None: uvicorn's records go to the root handler (logs.configure), in its format.
     config = uvicorn.Config(
-        app, lifespan="on", log_level="warning", access_log=False, timeout_graceful_shutdown=5
+        app,
+        lifespan="on",
+        log_level="warning",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
     )
     return _Server(config)
 
@@ -139,9 +151,11 @@ async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
         port = sock.getsockname()[1]
         server = _server(app)
         shown = f"[{config.host}]" if ":" in config.host else config.host
-        sys.stderr.write(
-            f"serving on http://{shown}:{port}/ ({len(config.sources)} source(s)); Ctrl-C stops\n"
-        )
+        line = f"serving on http://{shown}:{port}/ ({len(config.sources)} source(s)); Ctrl-C stops"
+        if config.log_format == "json":  # every line of stderr is JSON for a log shipper
+            log.info("%s", line)
+        else:
+            sys.stderr.write(line + "\n")
         try:
             await server.serve(sockets=[sock])
         finally:
@@ -152,6 +166,7 @@ def serve(config: ServeConfig, model: SegmentationModel) -> int:
     """Run :func:`serve_forever` on uvloop (where installed); 0 after a clean stop."""
     from stream_pipeline.runner import run_with_loop
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    configure(config.log_format)
+    log.setLevel(logging.INFO)  # its "serving on" line, whatever the level of the others
     run_with_loop(lambda: serve_forever(config, model))
     return 0

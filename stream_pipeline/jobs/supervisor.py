@@ -75,6 +75,7 @@ class JobRunner:
         self.task: asyncio.Task[None] | None = None
         self.last: EngineStatus | None = None  # the last run's counts, once it ended
         self.outages = Outages()  # of live sources across service restarts
+        self.open_errors: dict[str, str] = {}  # source id → why it could not be opened (redacted)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -213,14 +214,21 @@ class JobRunner:
     async def _add(self, source: SourceSpecModel, start: bool) -> None:
         model, thresholds = self._model()
         pixels = any(isinstance(s, VideoSinkSpec) for s in self.spec.sinks)
-        handle = await self.sup.engine.add_source(
-            self._source_spec(source),
-            model=model,
-            thresholds=thresholds,
-            job=self.engine_job,
-            needs=HostNeeds(pixels=pixels),
-            start=start,
-        )
+        try:
+            handle = await self.sup.engine.add_source(
+                self._source_spec(source),
+                model=model,
+                thresholds=thresholds,
+                job=self.engine_job,
+                needs=HostNeeds(pixels=pixels),
+                start=start,
+            )
+        except SourceError as exc:
+            # Not attached, so the engine has no status of it: the source shows this until the
+            # next attempt opens it.
+            self.open_errors[source.id] = self._message(exc)
+            raise
+        self.open_errors.pop(source.id, None)
         self.handles[source.id] = handle
 
     async def _watch(self) -> str | None:

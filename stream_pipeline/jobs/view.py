@@ -27,7 +27,7 @@ def job_status(job: JobRunner, es: EngineStatus) -> JobStatus:
     sources = []
     for src in job.spec.sources:
         s = by_id.get(src.id)
-        error = s.last_error if s is not None else None
+        error = s.last_error if s is not None else job.open_errors.get(src.id)
         for url in job.secrets:
             error = redact_text(error, url) if error else error
         outages, outage_seconds = job.outages.of(src.id)

@@ -111,11 +111,6 @@ async def test_wrong_password_and_unreachable_camera_show_their_error(
     _assert_nowhere((WRONG, UNREACHABLE, PASSWORD), shown, caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a job that failed to open its source shows the error on the job (error, restarts), "
-    "its source shows only the job's state with last_error null (jobs/view.py)",
-)
 async def test_the_failing_source_itself_shows_the_error(
     camera: RtspServer, tiny_package: Path, tmp_path: Path
 ) -> None:

@@ -34,6 +34,7 @@ __all__ = [
     "configure",
     "current_job",
     "job_context",
+    "make_handler",
     "redact_credentials",
     "set_ids",
 ]
@@ -149,20 +150,51 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
-def configure(
-    log_format: LogFormat = "text", level: int = logging.WARNING, stream: IO[str] | None = None
-) -> logging.Handler:
-    """Send every record of ``level`` and above to ``stream`` (stderr) in ``log_format``, with the
-    job and source ids: one handler on the root logger, replacing those there (a second call
-    reconfigures). Returns the handler."""
+class _Handler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`configure` installs (and replaces on a second call); with no stream
+    given it writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        super().__init__(stream)
+        self._follow = stream is None
+
+    def flush(self) -> None:
+        """Flush the stream written to."""
+        if self._follow:
+            self.stream = sys.stderr
+        super().flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record to the stream (stderr now, when following it)."""
+        if self._follow:
+            self.stream = sys.stderr
+        super().emit(record)
+
+
+def make_handler(log_format: LogFormat = "text", stream: IO[str] | None = None) -> logging.Handler:
+    """A handler writing ``log_format`` lines with the job and source ids to ``stream`` (default:
+    whatever ``sys.stderr`` is when a record comes)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, got {log_format!r}")
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = _Handler(stream)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    return handler
+
+
+def configure(log_format: LogFormat = "text", level: int = logging.WARNING) -> bool:
+    """Log every record of ``level`` and above to stderr in ``log_format``, with the job and
+    source ids: one handler on the root logger (a second call replaces it). Like
+    ``logging.basicConfig``, it leaves alone a root logger that already has handlers of someone
+    else's (an application embedding the service, a test runner); False then."""
+    handler = make_handler(log_format)
     root = logging.getLogger()
-    for old in list(root.handlers):
+    ours = [h for h in root.handlers if isinstance(h, _Handler)]
+    if len(ours) != len(root.handlers):
+        return False
+    for old in ours:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
-    return handler
+    return True

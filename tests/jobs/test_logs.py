@@ -25,8 +25,8 @@ import pytest
 from stream_pipeline.logs import (
     JsonFormatter,
     carry_context,
-    configure,
     job_context,
+    make_handler,
     redact_credentials,
     set_ids,
 )
@@ -173,8 +173,9 @@ async def test_json_logs_name_job_and_source_and_never_the_password(
 
 def test_text_and_json_lines_carry_the_ids_of_the_context() -> None:
     out = io.StringIO()
-    handler = configure("text", stream=out)
-    log = logging.getLogger("stream_pipeline.test")
+    handler = make_handler("text", out)
+    log = logging.getLogger("stream_pipeline.test_logs")
+    log.addHandler(handler)
     try:
         job_context("3f9c1a0b").run(log.warning, "no camera at %s", "rtsp://u:pw@h:554/x")
 
@@ -197,12 +198,14 @@ def test_text_and_json_lines_carry_the_ids_of_the_context() -> None:
         except ValueError:
             job_context("3f9c1a0b").run(log.exception, "failed")
     finally:
-        configure("text")
+        log.removeHandler(handler)
     text, stalled, fallback, bare, js = out.getvalue().splitlines()
-    assert text == "WARNING stream_pipeline.test job=3f9c1a0b: no camera at rtsp://u:***@h:554/x"
-    assert stalled == "ERROR stream_pipeline.test job=7a7a source=cam-1: stalled"
-    assert bare == "WARNING stream_pipeline.test: no job here"
-    assert fallback == "ERROR stream_pipeline.test job=fallback source=cam-1: stalled"
+    assert (
+        text == "WARNING stream_pipeline.test_logs job=3f9c1a0b: no camera at rtsp://u:***@h:554/x"
+    )
+    assert stalled == "ERROR stream_pipeline.test_logs job=7a7a source=cam-1: stalled"
+    assert bare == "WARNING stream_pipeline.test_logs: no job here"
+    assert fallback == "ERROR stream_pipeline.test_logs job=fallback source=cam-1: stalled"
     record = json.loads(js)
     assert record["job"] == "3f9c1a0b" and record["source"] is None
     assert record["message"] == "failed" and record["level"] == "ERROR"

@@ -132,10 +132,16 @@ class JobsClient:
             if resp.status_code >= 400:
                 resp.read()
                 raise self._refused("GET", path, resp)
-            for data in sse_data(resp.iter_lines()):
-                yield json.loads(data)
-                if not follow:
-                    return
+            try:
+                for data in sse_data(resp.iter_lines()):
+                    yield json.loads(data)
+                    if not follow:
+                        return
+            except httpx.RemoteProtocolError:
+                raise JobsClientError(
+                    f"the service at {self._where()} closed the results of job {job_id} "
+                    "before the job ended (is it stopping?)"
+                ) from None
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -190,7 +196,7 @@ class JobsClient:
             message = f"no jobs API at {self._where()} (serve it with --state-dir)"
         text = " ".join(str(message or resp.reason_phrase or "refused").split())
         if status == 401:
-            text += f" (set ${TOKEN_ENV} to the service's token)"
+            text += f"; set ${TOKEN_ENV} to the service's token"
         return JobsClientError(f"{text} (HTTP {status} from {method} {path})", status)
 
 

@@ -192,3 +192,21 @@ def test_server_sent_events_are_parsed_as_the_standard_has_them() -> None:
         "data: torn, no blank line after it",
     ]
     assert list(sse_data(stream)) == ['{"a":\n1}', "last"]
+
+
+@pytest.mark.slow
+def test_following_a_service_that_stops_ends_in_one_clear_error(
+    tmp_path: Path, tiny_package: Path
+) -> None:
+    serve = Serve(tmp_path / "state", tmp_path / "out", tiny_package)
+    try:
+        with JobsClient(serve.url) as client:  # loopback, no token
+            job = client.create(Served(serve.url, tmp_path, tiny_package).spec("c-gone", LIVE))
+            results = client.results(job.id)
+            assert next(results)["source_id"] == "c-gone"
+            serve.proc.send_signal(signal.SIGTERM)
+            err = refusal(lambda: list(results))
+        assert err.status is None
+        assert f"closed the results of job {job.id} before the job ended" in str(err)
+    finally:
+        serve.kill(signal.SIGTERM)

@@ -241,6 +241,7 @@ def test_the_token_is_required_and_checked(
     monkeypatch.delenv("STREAM_PIPELINE_TOKEN")
     err = one_line_error(*jobs(capsys, "list"))
     assert "missing bearer token" in err and "(HTTP 401 from GET /jobs)" in err
+    assert "set $STREAM_PIPELINE_TOKEN" in err
     monkeypatch.setenv("STREAM_PIPELINE_TOKEN", "guessed")
     err = one_line_error(*jobs(capsys, "list"))
     assert "wrong bearer token" in err and "guessed" not in err

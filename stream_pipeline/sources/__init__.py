@@ -33,6 +33,7 @@ __all__ = [
     "make_source",
     "parse_source_arg",
     "register_source",
+    "source_factory",
 ]
 
 AnySource = Source | AsyncSource
@@ -61,6 +62,11 @@ def _pyav(spec: SourceSpec) -> AnySource:
 register_source("synthetic", _synthetic)
 
 
+def source_factory(spec: SourceSpec) -> SourceFactory:
+    """The factory that builds ``spec``'s source: a registered scheme's, else PyAV's."""
+    return _FACTORIES.get(spec.scheme, _pyav)
+
+
 def make_source(spec: SourceSpec) -> AnySource:
     """The source for ``spec.url``: a registered scheme's factory, else PyAV (files, RTSP, …)."""
-    return _FACTORIES.get(spec.scheme, _pyav)(spec)
+    return source_factory(spec)(spec)

@@ -136,6 +136,7 @@ class SourceCounts:
     total_frames: int | None
     first_frame_at: float | None
     decoder_restarts: int = 0
+    dropped: int = 0  # by the source itself (a decoder child with no free slot), not its ring
 
 
 class SourceCounters:
@@ -152,6 +153,7 @@ class SourceCounters:
         self._total: int | None = None
         self._first: float | None = None
         self._decoder_restarts = 0
+        self._dropped = 0
 
     @property
     def state(self) -> SourceState:
@@ -191,6 +193,11 @@ class SourceCounters:
         with self._lock:
             self._decoder_restarts += 1
 
+    def count_dropped(self, n: int = 1) -> None:
+        """``n`` frames dropped before they reached the ring (a live decoder child had no slot)."""
+        with self._lock:
+            self._dropped += n
+
     @property
     def total_frames(self) -> int | None:
         """The known length of a file, for progress."""
@@ -226,6 +233,7 @@ class SourceCounters:
                 self._total,
                 self._first,
                 self._decoder_restarts,
+                self._dropped,
             )
 
 

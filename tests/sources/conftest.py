@@ -1,0 +1,106 @@
+"""Helpers of the source tests: run a thread source as the engine does and keep copies."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stream_pipeline.buffer import DropPolicy, RingBuffer, RingClosed
+from stream_pipeline.frames import Frame
+from stream_pipeline.sources import Source
+
+
+@dataclass
+class Got:
+    """What a consumer took from a source's ring: ids, timestamps and copies of the pixels."""
+
+    ids: list[int]
+    pts: list[float]
+    pixels: list[np.ndarray]
+
+
+def drain(
+    source: Source,
+    on_frame: Callable[[int], None] | None = None,
+    policy: DropPolicy = DropPolicy.BLOCK,
+    limit: int | None = None,
+    timeout: float = 20.0,
+) -> Got:
+    """Open and run ``source`` into a ring of 8, as the engine does, until the ring closes (or
+    ``limit`` frames); ``on_frame(n)`` is called after the n-th frame taken. The frames are
+    copied and let go at once, as a consumer would, so their slots come back. What ``run``
+    raised is raised here."""
+    ring: RingBuffer[Frame] = RingBuffer(8, policy)
+    stop = threading.Event()
+    source.open()
+
+    raised: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            source.run(ring, stop)
+        except BaseException as exc:
+            raised.append(exc)
+        finally:
+            ring.close()
+            source.close()
+
+    thread = threading.Thread(target=target, name="sp-test-source")
+    thread.start()
+    got = Got([], [], [])
+    try:
+        while limit is None or len(got.ids) < limit:
+            try:
+                frame = ring.get(timeout)
+            except RingClosed:
+                break
+            assert frame is not None, f"no frame within {timeout} s"
+            assert frame.rgb is not None
+            got.ids.append(frame.meta.frame_id)
+            got.pts.append(frame.meta.pts_seconds)
+            got.pixels.append(frame.rgb.copy())
+            del frame
+            if on_frame is not None:
+                on_frame(len(got.ids))
+    finally:
+        stop.set()
+        thread.join(20)
+    assert not thread.is_alive()
+    if raised:
+        raise raised[0]
+    return got
+
+
+def descendants(pid: int | None = None) -> set[int]:
+    """Every live process below ``pid`` (default: this one), from /proc."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        if fields[0] != "Z":
+            parents[int(entry.name)] = int(fields[1])
+    below: set[int] = set()
+    frontier = {os.getpid() if pid is None else pid}
+    while frontier:
+        frontier = {p for p, parent in parents.items() if parent in frontier} - below
+        below |= frontier
+    return below
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"

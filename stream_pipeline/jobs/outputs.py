@@ -113,10 +113,10 @@ def jsonl_checkpoints(path: Path, wanted: Iterable[str]) -> dict[str, int]:
             f.seek(pos)
             lines = (f.read(n) + tail).split(b"\n")
             tail = lines.pop(0) if pos > 0 else b""
+            # ``tail`` (the part line before this block) is read with the next block, never
+            # alone: once every source is found it is left, as it is only part of a line.
             for line in reversed(lines):
                 _note(line, found)
-        if tail:
-            _note(tail, found)
     return {k: v for k, v in found.items() if k in want}
 
 

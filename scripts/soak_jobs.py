@@ -15,7 +15,8 @@ half-way between kills, the RTSP server is killed and brought back ``--rtsp-down
 
 Records: resumes (jobs active at a kill that came back by themselves, and how long it took),
 frames lost, duplicated or torn in file jobs' JSONL (each frame id exactly once: must be 0),
-RSS and open fds of the service's process group at start and end, RTSP reconnects and outages.
+RSS and open fds of the service's process group at start and end, RTSP reconnects and outages;
+and that the RTSP password appears nowhere in the service's log.
 Prints a summary and a markdown table; exits 1 if any frame was lost or duplicated, or a job
 failed.
 """
@@ -329,6 +330,8 @@ class Soak:
             f"{end.get('processes', 0)} |"
         )
         print(f"| SIGTERM at the end: exit took | {sigterm_s:.1f} s |")
+        if PASSWORD.encode() in self.log.read_bytes():
+            t.failures.append("the RTSP password is in the service's log")
         if t.failures:
             print("\nfailures:\n" + "\n".join(f"- {x}" for x in t.failures[:20]))
         bad = t.lost or t.duplicated or t.torn or t.failures or resumed < active

@@ -67,6 +67,12 @@ def _job_families(supervisor: Supervisor) -> Iterator[Metric]:
     restarts = CounterMetricFamily(
         P + "source_decoder_restarts", "Decoder processes restarted", labels=src
     )
+    outages = CounterMetricFamily(
+        P + "source_outages", "Outages across restarts of the service", labels=src
+    )
+    outage_s = CounterMetricFamily(
+        P + "source_outage_seconds", "Seconds out across restarts of the service", labels=src
+    )
     depth = GaugeMetricFamily(P + "source_ring_depth", "Frames waiting in the ring", labels=src)
     fps = GaugeMetricFamily(P + "source_fps", "Results per second", labels=src)
     snk = ["job", "sink", "type"]
@@ -87,12 +93,16 @@ def _job_families(supervisor: Supervisor) -> Iterator[Metric]:
             restarts.add_metric(labels, s.decoder_restarts)
             depth.add_metric(labels, s.buffered)
             fps.add_metric(labels, s.fps)
+        for source in job.spec.sources:
+            count, seconds = job.outages.of(source.id)
+            outages.add_metric([job.id, source.id], count)
+            outage_s.add_metric([job.id, source.id], seconds)
         for i, (spec, k) in enumerate(zip(job.spec.sinks, es.sinks, strict=False)):
             labels = [job.id, str(i), spec.type]
             delivered.add_metric(labels, k.delivered)
             pending.add_metric(labels, k.pending)
             sdropped.add_metric(labels, k.dropped)
-    yield from (frames, results, dropped, reconn, restarts, depth, fps)
+    yield from (frames, results, dropped, reconn, restarts, outages, outage_s, depth, fps)
     yield from (delivered, pending, sdropped, state, job_restarts)
 
 

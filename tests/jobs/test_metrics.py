@@ -100,6 +100,7 @@ async def test_metrics_count_what_the_jobs_did(service: Service, tiny_package: P
         assert 0 <= depth <= 8  # bounded by the ring
         assert value(m, "stream_pipeline_source_decoder_restarts_total", **ids) == 0
         assert value(m, "stream_pipeline_source_reconnects_total", **ids) == 0
+        assert value(m, "stream_pipeline_source_outages_total", **ids) == 0
         for family in ("stream_pipeline_source_frames", "stream_pipeline_source_ring_depth"):
             assert {s.labels["job"] for s in m[family]} == {clip_id, live_id}
         pending = m["stream_pipeline_sink_pending"]
@@ -174,3 +175,21 @@ async def test_readyz_waits_for_the_jobs_resumed_at_start(
                     await asyncio.sleep(0.1)
     finally:
         hole.close()
+
+
+async def test_the_outage_of_a_restart_is_counted(tmp_path: Path, tiny_package: Path) -> None:
+    job = spec("cam", tiny_package, {"id": "cam", "url": LIVE})
+    state, out = tmp_path / "s", tmp_path / "o"
+    async with asyncio.timeout(90):
+        async with serve_jobs(state, out) as svc:
+            job_id = (await svc.client.post("/jobs", json=job)).json()["id"]
+            await wait_for(svc, job_id, lambda s: frames(s, "cam") >= 3)
+        async with serve_jobs(state, out) as svc:  # resumed: out until its first frame
+            back = await wait_for(
+                svc, job_id, lambda s: frames(s, "cam") >= 3 and s["sources"][0]["outages"]
+            )
+            m = await scrape(svc)
+            ids = {"job": job_id, "source": "cam"}
+            assert value(m, "stream_pipeline_source_outages_total", **ids) == 1
+            seconds = value(m, "stream_pipeline_source_outage_seconds_total", **ids)
+            assert seconds == back["sources"][0]["outage_seconds"] > 0

@@ -40,6 +40,7 @@ from stream_pipeline.engine.status import (
 )
 from stream_pipeline.errors import ConfigError, EngineError, SourceError
 from stream_pipeline.frames import Frame, SegResult
+from stream_pipeline.logs import carry_context
 from stream_pipeline.sources import AnySource, AsyncSource, SourceSpec, make_source
 from stream_pipeline.stats import LatencyStats
 from stream_pipeline.worker import HostNeeds, Thresholds
@@ -209,8 +210,8 @@ class Engine:
             await asyncio.to_thread(check_thresholds, entry.model, thresholds)
             if isinstance(source, AsyncSource):
                 await source.open()
-            else:
-                await asyncio.to_thread(source.open)
+            else:  # what the open logs (an isolated decoder's lines) names the source too
+                await asyncio.to_thread(carry_context(source.open, source=sid))
         except BaseException:
             if not isinstance(source, AsyncSource):
                 await asyncio.to_thread(source.close)

@@ -33,42 +33,56 @@ __all__ = ["add_jobs_parser", "run_jobs_command"]
 _COMMANDS = ("create", "list", "show", "pause", "resume", "stop", "add-source", "remove-source")
 
 
+def _connection_args(parser: argparse.ArgumentParser, defaults: bool) -> None:
+    # On `jobs` with their defaults, and again on each subcommand without (SUPPRESS leaves the
+    # value parsed before it alone), so that `jobs list --server URL` works as well.
+    parser.add_argument(
+        "--server",
+        default=None if defaults else argparse.SUPPRESS,
+        metavar="URL",
+        help="the service ($STREAM_PIPELINE_SERVER, default http://127.0.0.1:8080); "
+        "the token comes from $STREAM_PIPELINE_TOKEN",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        metavar="S",
+        default=30.0 if defaults else argparse.SUPPRESS,
+        help="seconds per request (default: 30)",
+    )
+
+
 def add_jobs_parser(sub: Any) -> None:
     """Add ``jobs`` and its subcommands to the CLI's subparsers ``sub``."""
     jobs = sub.add_parser(
         "jobs", help="create, list, watch and stop jobs of a running `serve --state-dir`"
     )
-    jobs.add_argument(
-        "--server",
-        default=None,
-        metavar="URL",
-        help="the service ($STREAM_PIPELINE_SERVER, default http://127.0.0.1:8080); "
-        "the token comes from $STREAM_PIPELINE_TOKEN",
-    )
-    jobs.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    _connection_args(jobs, defaults=True)
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_args(common, defaults=False)
     cmds = jobs.add_subparsers(dest="jobs_command", parser_class=type(jobs))
-    create = cmds.add_parser("create", help="create the job(s) of a JSON or YAML file")
+
+    def command(name: str, what: str, *ids: str) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = cmds.add_parser(name, help=what, parents=[common])
+        for dest in ids:
+            parser.add_argument(dest, help="job id" if dest == "id" else None)
+        return parser
+
+    create = command("create", "create the job(s) of a JSON or YAML file")
     create.add_argument("file", help="one job spec, a list of them, or {jobs: [...]}")
-    listing = cmds.add_parser("list", help="every job, oldest first")
+    listing = command("list", "every job, oldest first")
     for p in (create, listing):
         how = p.add_mutually_exclusive_group()
         how.add_argument("--json", action="store_true", help="a JSON list of statuses")
         how.add_argument("-q", "--quiet", action="store_true", help="job ids only, one a line")
-    for name, what in (
-        ("show", "a job's status as JSON"),
-        ("pause", "pause a job (sources stop, sinks stay open)"),
-        ("resume", "resume a paused job"),
-        ("stop", "stop a job (its sinks flushed and closed)"),
-    ):
-        cmds.add_parser(name, help=what).add_argument("id", help="job id")
-    add = cmds.add_parser("add-source", help="hot-add a source to a running job")
-    add.add_argument("id", help="job id")
+    command("show", "a job's status as JSON", "id")
+    command("pause", "pause a job (sources stop, sinks stay open)", "id")
+    command("resume", "resume a paused job", "id")
+    command("stop", "stop a job (its sinks flushed and closed)", "id")
+    add = command("add-source", "hot-add a source to a running job", "id")
     add.add_argument("source", metavar="SID=URL", help="the new source's id and URL")
-    remove = cmds.add_parser("remove-source", help="hot-remove a source from a job")
-    remove.add_argument("id", help="job id")
-    remove.add_argument("source_id", metavar="SID")
-    results = cmds.add_parser("results", help="the job's predictions, one JSON object a line")
-    results.add_argument("id", help="job id")
+    command("remove-source", "hot-remove a source from a job", "id", "source_id")
+    results = command("results", "the job's predictions, one JSON object a line", "id")
     results.add_argument(
         "-f", "--follow", action="store_true", help="until the job ends or Ctrl-C (else: the next)"
     )
@@ -85,7 +99,7 @@ def run_jobs_command(args: argparse.Namespace) -> int:
         if command == "results":
             return _results(client, args.id, args.follow)
         if command == "create":
-            statuses = [client.create(spec) for spec in _specs(Path(args.file))]
+            statuses = _create(client, Path(args.file))
         elif command == "list":
             statuses = client.list()
         else:
@@ -126,6 +140,27 @@ def _specs(path: Path) -> list[Any]:
             f"jobs create {path}: expected a job spec, a list of them, or {{'jobs': [...]}}"
         )
     return specs
+
+
+def _create(client: JobsClient, path: Path) -> list[JobStatus]:
+    """Each spec of ``path`` in order; a refusal names the spec and what was created before."""
+    from stream_pipeline.jobs.client import JobsClientError
+
+    specs = _specs(path)
+    created: list[JobStatus] = []
+    for i, spec in enumerate(specs):
+        try:
+            created.append(client.create(spec))
+        except JobsClientError as exc:
+            if len(specs) == 1:
+                raise
+            done = ", ".join(s.id for s in created) or "none"
+            raise JobsClientError(
+                f"jobs create {path}: jobs[{i}] ({spec.get('name', '?')}): {exc} "
+                f"[created before it: {done}]",
+                exc.status,
+            ) from None
+    return created
 
 
 def _results(client: JobsClient, job_id: str, follow: bool) -> int:

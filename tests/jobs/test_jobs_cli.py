@@ -46,6 +46,21 @@ def jobs_process(*args: str, **kw: Any) -> subprocess.Popen[str]:
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
+def connected(pid: int, port: int) -> bool:
+    """Whether process ``pid`` has an established TCP connection to 127.0.0.1:``port``."""
+    try:
+        fds = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:  # it exited, or closed a file while we looked
+        return False
+    sockets = {fd[len("socket:[") : -1] for fd in fds if fd.startswith("socket:[")}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        remote, state, inode = fields[2], fields[3], fields[9]
+        if inode in sockets and state == "01" and int(remote.split(":")[1], 16) == port:
+            return True
+    return False
+
+
 def one_line_error(code: int, out: str, err: str) -> str:
     assert code == 2, (code, out, err)
     assert err.startswith("stream-pipeline: error: ") and err.count("\n") == 1, err
@@ -141,10 +156,18 @@ def test_follow_in_a_process_ends_with_the_job_and_ctrl_c_exits_0(
     code, out, err = jobs(capsys, "create", "-q", str(file))
     assert code == 0, err
     slow, cam = out.split()
+    # Paused until the follower is connected: a job that ended before is a 409, not a follow.
+    assert jobs(capsys, "pause", slow)[0] == 0
 
     follow = jobs_process("results", slow, "--follow")
     watch = jobs_process("results", cam, "--follow")
     try:
+        port = int(env.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 60
+        while not connected(follow.pid, port) and time.monotonic() < deadline:
+            assert follow.poll() is None, follow.communicate()
+            time.sleep(0.05)
+        assert jobs(capsys, "resume", slow)[0] == 0
         out, err = follow.communicate(timeout=60)  # the job ends, so does the command
         assert follow.returncode == 0, err
         frame_ids = [json.loads(line)["frame_id"] for line in out.splitlines()]
@@ -212,6 +235,19 @@ def test_a_spec_the_service_refuses_prints_its_field_naming_message(
     assert jobs(capsys, "list", "-q")[1] == before
 
 
+def test_a_refused_spec_in_a_list_names_it_and_what_was_created_before(
+    env: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = env.spec("k-second", LIVE, restart="sometimes")
+    file = tmp_path / "two.yaml"
+    file.write_text(yaml.safe_dump([env.spec("k-first", paced(3)), bad]))
+    err = one_line_error(*jobs(capsys, "create", str(file)))
+    assert f"jobs create {file}: jobs[1] (k-second): restart: Input should be" in err
+    (first,) = [j for j in json.loads(jobs(capsys, "list", "--json")[1]) if j["name"] == "k-first"]
+    assert f"[created before it: {first['id']}]" in err
+    assert all(j["name"] != "k-second" for j in json.loads(jobs(capsys, "list", "--json")[1]))
+
+
 def test_unknown_ids_bad_arguments_and_a_missing_service(
     env: Served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -231,8 +267,9 @@ def test_unknown_ids_bad_arguments_and_a_missing_service(
     sock = free_socket()
     closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
     sock.close()
-    err = one_line_error(*jobs(capsys, "--server", closed, "list"))
-    assert f"cannot reach the jobs service at {closed}: connection refused" in err
+    for argv in (["--server", closed, "list"], ["list", "--server", closed]):
+        err = one_line_error(*jobs(capsys, *argv))
+        assert f"cannot reach the jobs service at {closed}: connection refused" in err
 
 
 def test_the_token_is_required_and_checked(

@@ -110,7 +110,7 @@ def run_jobs_command(args: argparse.Namespace) -> int:
     elif args.quiet:
         sys.stdout.write("".join(s.id + "\n" for s in statuses))
     else:
-        sys.stdout.write(table(statuses))
+        sys.stdout.write(_table(statuses))
     return 0
 
 
@@ -178,7 +178,7 @@ def _results(client: JobsClient, job_id: str, follow: bool) -> int:
     return 0
 
 
-def table(statuses: list[JobStatus]) -> str:
+def _table(statuses: list[JobStatus]) -> str:
     """Statuses as an aligned text table: id, name, state, sources, frames, fps, error."""
     rows = [("ID", "NAME", "STATE", "SOURCES", "FRAMES", "FPS", "RESTARTS", "ERROR")]
     for s in statuses:

@@ -44,6 +44,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import make_video  # noqa: E402  (scripts/bench.py: the street scene as H.264)
 
 CLI = [sys.executable, "-m", "stream_pipeline.cli"]
+# The package next to this script, also for a snapshot outside the checkout (see commit()).
+CLI_ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 # -- the service as a process group -----------------------------------------------------------
@@ -75,7 +77,7 @@ class ServeProcess:
             stderr=self._log,
             start_new_session=True,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            env={**CLI_ENV, **(env or {})},
         )
         self.url = self._wait_serving(time.monotonic() + 120)
         self.client = httpx.Client(base_url=self.url, timeout=30)
@@ -215,7 +217,9 @@ def bench_run(video: Path, sources: int, frames: int, model: str, work: Path) ->
     args = [f"--source=s{i}={video}" for i in range(sources)]
     cmd = [*CLI, "run", *args, "--model", model, "--device", "cpu", "--predictions-out", str(out)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CLI_ENV
+    )
     try:
         tail = JsonlTail(out)
         side = _watch([tail], sources * frames, lambda: proc.poll() is not None, 600)
@@ -328,6 +332,12 @@ def machine() -> str:
 
 
 def commit() -> str:
+    """The commit measured: git's, or a snapshot's (``git archive`` of it, with the line of
+    ``git log -1 --format='%h %s'`` in ``COMMIT`` — a tree that other people's edits cannot
+    change half-way through a long run)."""
+    snapshot = ROOT / "COMMIT"
+    if snapshot.is_file() and not (ROOT / ".git").exists():
+        return snapshot.read_text().strip() + " (a snapshot of it)"
     done = subprocess.run(
         ["git", "log", "-1", "--format=%h %s"], cwd=ROOT, capture_output=True, text=True
     )

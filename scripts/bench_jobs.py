@@ -217,19 +217,20 @@ def bench_run(video: Path, sources: int, frames: int, model: str, work: Path) ->
     args = [f"--source=s{i}={video}" for i in range(sources)]
     cmd = [*CLI, "run", *args, "--model", model, "--device", "cpu", "--predictions-out", str(out)]
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CLI_ENV
-    )
-    try:
-        tail = JsonlTail(out)
-        side = _watch([tail], sources * frames, lambda: proc.poll() is not None, 600)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    # stderr to a file: a pipe nobody reads while it runs would fill and stall it.
+    with (work / "run.log").open("wb") as log:
+        proc = subprocess.Popen(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=log, env=CLI_ENV)
+        try:
+            tail = JsonlTail(out)
+            side = _watch([tail], sources * frames, lambda: proc.poll() is not None, 600)
+            proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
     if proc.returncode != 0 or side.frames != sources * frames:
-        raise RuntimeError(f"run: status {proc.returncode}, {side.frames} lines: {err[-800:]!r}")
+        err = (work / "run.log").read_text(errors="replace")[-800:]
+        raise RuntimeError(f"run: status {proc.returncode}, {side.frames} lines: {err}")
     side.first_result = [side.first - t0]  # includes start-up and the model load
     return side
 

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -74,33 +72,3 @@ def drain(
     if raised:
         raise raised[0]
     return got
-
-
-def descendants(pid: int | None = None) -> set[int]:
-    """Every live process below ``pid`` (default: this one), from /proc."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rpartition(")")[2].split()
-        if fields[0] != "Z":
-            parents[int(entry.name)] = int(fields[1])
-    below: set[int] = set()
-    frontier = {os.getpid() if pid is None else pid}
-    while frontier:
-        frontier = {p for p, parent in parents.items() if parent in frontier} - below
-        below |= frontier
-    return below
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` is a process that has not ended (a zombie has ended)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"

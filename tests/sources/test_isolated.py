@@ -20,7 +20,8 @@ from stream_pipeline.errors import SourceError, SourceOpenError
 from stream_pipeline.sources import SourceSpec, make_source
 from stream_pipeline.sources.isolated import IsolatedSource
 from tests.sources import faulty  # noqa: F401  (registers the faulty:// scheme)
-from tests.sources.conftest import alive, descendants, drain
+from tests.sources.conftest import drain
+from tests.sources.procs import alive, decoder_pids, descendants
 from tests.support.media import write_video
 
 pytestmark = pytest.mark.timeout(60)
@@ -166,7 +167,7 @@ def _run_part_of(spec: SourceSpec) -> int:
     def look(n: int) -> None:
         if n == 5:
             pid = source.child_pid
-            assert pid is not None and pid in descendants()
+            assert pid is not None and pid in decoder_pids()
             seen.append(pid)
 
     drain(source, look, limit=20)
@@ -184,20 +185,24 @@ def test_close_leaves_no_process_descriptor_or_shared_memory(clip: Path) -> None
         pid = _run_part_of(SourceSpec(str(clip), id=f"c{i}"))
         _wait(lambda: not alive(pid))  # noqa: B023  (called before the next turn)
     gc.collect()
+    assert not decoder_pids()
     assert descendants() <= processes
     assert len(os.listdir("/proc/self/fd")) <= fds
     assert set(os.listdir("/dev/shm")) <= shm
     assert _mapped_slots() == 0
 
 
-def test_no_decoder_outlives_a_killed_parent(tmp_path: Path) -> None:
+def test_no_decoder_outlives_a_killed_parent_nor_imports_its_main(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys, threading, time
+        from pathlib import Path
         from stream_pipeline.buffer import RingBuffer
         from stream_pipeline.sources import SourceSpec
         from stream_pipeline.sources.isolated import IsolatedSource
 
+        if __name__ == "__mp_main__":  # a decoder child importing this main module again
+            (Path(sys.argv[1]) / "main-imported").touch()
         if __name__ == "__main__":
             url = "synthetic://street?frames=0&realtime=1&width=64&height=48"
             source = IsolatedSource(SourceSpec(url, id="l"))
@@ -212,7 +217,7 @@ def test_no_decoder_outlives_a_killed_parent(tmp_path: Path) -> None:
     )
     (tmp_path / "parent.py").write_text(script)
     parent = subprocess.Popen(
-        [sys.executable, str(tmp_path / "parent.py")],
+        [sys.executable, str(tmp_path / "parent.py"), str(tmp_path)],
         stdout=subprocess.PIPE,
         text=True,
         cwd=Path(__file__).parents[2],
@@ -224,6 +229,8 @@ def test_no_decoder_outlives_a_killed_parent(tmp_path: Path) -> None:
         parent.kill()
         parent.wait(10)
         _wait(lambda: not alive(child))
+        # The service's main (stream_pipeline.cli: onnxruntime) is not imported again there.
+        assert not (tmp_path / "main-imported").exists()
     finally:
         parent.kill()
         parent.wait(10)

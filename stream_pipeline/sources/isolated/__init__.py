@@ -3,7 +3,8 @@
 :class:`IsolatedSource` wraps any thread source (PyAV, synthetic): the real source runs in a child
 process started by a forkserver, and its frames come back through a pool of shared-memory slots
 (:mod:`.slots`); only slot numbers and small metadata cross the pipe (:mod:`.protocol`). The
-child side is :mod:`.child`, the parent side :mod:`.source`.
+child side is :mod:`.child`, the parent side :mod:`.source`, and :mod:`.launch` starts
+children.
 
 Copies: in-process, PyAV converts a decoded picture to RGB once, into an array the engine uses
 as it is. Here the child does the same conversion and copies the RGB array into a slot (one
@@ -11,11 +12,7 @@ as it is. Here the child does the same conversion and copies the RGB array into 
 view on the slot, with no copy. ``scripts/bench_isolated.py`` measures what that costs.
 """
 
-from stream_pipeline.sources.isolated.source import (
-    IsolatedSource,
-    decoder_context,
-    describe_exit,
-    isolate,
-)
+from stream_pipeline.sources.isolated.launch import decoder_context
+from stream_pipeline.sources.isolated.source import IsolatedSource, describe_exit, isolate
 
 __all__ = ["IsolatedSource", "decoder_context", "describe_exit", "isolate"]

@@ -104,6 +104,7 @@ class SlotWriter(RingBuffer[Frame]):
         self._asked = 0
         self._dropped = 0
         self._pool_coming = pool_coming
+        self._stopped = False
 
     @property
     def dropped(self) -> int:
@@ -124,8 +125,14 @@ class SlotWriter(RingBuffer[Frame]):
             self._free = []
             self._cond.notify_all()
 
+    def stop(self) -> None:
+        """The parent asked to stop: a ``put`` waiting for a slot gives up at once."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
     def _ready(self, nbytes: int) -> bool:
-        return self._slot_bytes >= nbytes and bool(self._free)
+        return self._stopped or (self._slot_bytes >= nbytes and bool(self._free))
 
     def put(self, item: Frame, timeout: float | None = None) -> bool:
         """Copy ``item`` into a slot and tell the parent; False if no slot came in ``timeout``."""
@@ -138,7 +145,11 @@ class SlotWriter(RingBuffer[Frame]):
         height, width = rgb.shape[:2]
         nbytes = frame_bytes(height, width)
         with self._cond:
-            if self._pool_coming and not self._cond.wait_for(lambda: self._mm is not None, timeout):
+            if self._pool_coming:
+                self._cond.wait_for(lambda: self._stopped or self._mm is not None, timeout)
+                if self._mm is None:
+                    return False
+            if self._stopped:
                 return False
             if self._slot_bytes < nbytes and self._asked < nbytes:
                 self._asked = nbytes
@@ -146,7 +157,7 @@ class SlotWriter(RingBuffer[Frame]):
             if self._slot_bytes >= nbytes and not self._free and not self._wait:
                 self._dropped += 1  # live: never wait for the parent, as a dropping ring
                 return True
-            if not self._cond.wait_for(lambda: self._ready(nbytes), timeout):
+            if not self._cond.wait_for(lambda: self._ready(nbytes), timeout) or self._stopped:
                 return False
             slot = self._free.pop()
             mm, generation, offset = self._mm, self._generation, slot * self._slot_bytes
@@ -196,6 +207,7 @@ def _control(
                     writer.use_pool(message, map_slots(fd, message.slot_bytes * message.count))
                 elif isinstance(message, Stop):
                     stop.set()
+                    writer.stop()
         except (EOFError, OSError):
             os._exit(0)  # the parent is gone: nobody wants these frames
         now = _status(source)

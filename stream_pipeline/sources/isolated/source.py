@@ -9,11 +9,8 @@ come back. Frame ids come from this side's clock, so they continue across restar
 *file* decoder is told how many frames were already received and discards those, so every frame
 reaches the ring exactly once. A live one simply reconnects.
 
-Children are started by a ``forkserver`` (never a plain fork of the threaded service) that has
-the decoding modules preloaded, so a restart takes milliseconds. ``spawn`` would not do: Linux's
-``PR_SET_PDEATHSIG`` fires when the *thread* that forked the child ends, and here that would be a
-short-lived engine or executor thread; the forkserver's single thread lives as long as the
-service.
+Children are started by a forkserver with the decoding modules preloaded
+(:mod:`.launch`), so a restart takes milliseconds.
 """
 
 from __future__ import annotations
@@ -38,37 +35,17 @@ from stream_pipeline.sources import AnySource, make_source, source_factory
 from stream_pipeline.sources.base import Source, SourceSpec, SourceState
 from stream_pipeline.sources.isolated import protocol as msg
 from stream_pipeline.sources.isolated.child import child_main
+from stream_pipeline.sources.isolated.launch import DECODER_NAME, decoder_context
 from stream_pipeline.sources.isolated.slots import SlotPool
 
-__all__ = ["IsolatedSource", "decoder_context", "describe_exit", "isolate"]
+__all__ = ["IsolatedSource", "describe_exit", "isolate"]
 
 log = logging.getLogger(__name__)
 
-_PRELOAD = [
-    "numpy",
-    "av",
-    "stream_pipeline.sources.isolated.child",
-    "stream_pipeline.sources.av_source",
-    "stream_pipeline.sources.synthetic",
-    "stream_pipeline.scenes",
-]
 _AHEAD = 4  # slots a child may hold at once: how far a file decoder reads ahead
 _START_GRACE = 30.0  # on top of open_timeout: the first start also starts the forkserver
 _STOP_GRACE = 2.0  # a stopped child closes its input (RTSP TEARDOWN) within this, or is killed
 _MAX_RESTARTS = 5  # restarts in a row without a new frame before the source fails
-_context_lock = threading.Lock()
-_context: multiprocessing.context.ForkServerContext | None = None
-
-
-def decoder_context() -> multiprocessing.context.ForkServerContext:
-    """The forkserver context decoder children start from (the decoding modules preloaded)."""
-    global _context
-    with _context_lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(_PRELOAD)
-            _context = ctx
-        return _context
 
 
 def isolate(
@@ -181,7 +158,7 @@ class IsolatedSource(Source):
         process = ctx.Process(
             target=child_main,
             args=(theirs, self._factory, self.spec, skip, restart, self._pool is not None),
-            name=f"decoder-{self.spec.id}",
+            name=f"{DECODER_NAME}:{self.spec.id}",
             daemon=True,
         )
         try:
@@ -371,7 +348,7 @@ class IsolatedSource(Source):
         while not stop.is_set():
             self._grant(child)
             # Waiting on the consumers for slots: look again soon, grants are what it waits for.
-            ready = wait([child.conn, child.process.sentinel], 0.1 if child.granted else 0.01)
+            ready = wait([child.conn, child.process.sentinel], 0.05 if child.granted else 0.01)
             if child.conn in ready:
                 try:
                     message = child.conn.recv()

@@ -21,6 +21,7 @@ class JobsConfig:
     backoff_max: float = 60.0
     declared: tuple[JobSpec, ...] = ()  # --jobs FILE: created at start when absent (by name)
     max_sources: int | None = None  # --max-sources: over all active jobs
+    isolate_decoders: bool = True  # each thread source decodes in a child process
 
     @property
     def spool_dir(self) -> Path:

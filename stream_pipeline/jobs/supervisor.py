@@ -42,7 +42,8 @@ from stream_pipeline.jobs.store import JobRecord, JobStore
 from stream_pipeline.jobs.view import job_status
 from stream_pipeline.logs import job_context
 from stream_pipeline.redact import redact_text
-from stream_pipeline.sources import SourceSpec
+from stream_pipeline.sources import AnySource, SourceSpec
+from stream_pipeline.sources.isolated import isolate
 
 __all__ = ["JobConflict", "JobRunner", "JobsConfig", "Supervisor", "UnknownJob"]
 
@@ -108,7 +109,8 @@ class JobRunner:
         while True:
             error: str | None
             if not self.paused:
-                await self._set("starting")
+                # A retry shows the last attempt's error until it opens (or fails in turn).
+                await self._set("starting", self.error if self.state == "starting" else None)
             try:
                 await self._start()
             except asyncio.CancelledError:
@@ -215,8 +217,13 @@ class JobRunner:
         model, thresholds = self._model()
         pixels = any(isinstance(s, VideoSinkSpec) for s in self.spec.sinks)
         try:
+            spec = self._source_spec(source)
+            built: SourceSpec | AnySource = spec
+            if self.sup.config.isolate_decoders:
+                # Decoding in a child process: a decoder crash costs a restart, not the service.
+                built = await asyncio.to_thread(isolate, spec)
             handle = await self.sup.engine.add_source(
-                self._source_spec(source),
+                built,
                 model=model,
                 thresholds=thresholds,
                 job=self.engine_job,

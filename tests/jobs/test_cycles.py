@@ -1,5 +1,6 @@
-"""Many create/delete cycles leave nothing behind: no threads or file descriptors, and memory
-stays within a coarse bound (allocator arenas settle over the first few dozen cycles)."""
+"""Many create/delete cycles leave nothing behind: no threads, child processes (each source
+decodes in one) or file descriptors, and memory stays within a coarse bound (allocator arenas
+settle over the first few dozen cycles)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import threading
 from pathlib import Path
 
 from tests.jobs.conftest import Service
+from tests.sources.procs import decoder_pids, descendants
 
 WARM_UP, CYCLES = 30, 100
 LIVE = "synthetic://street?frames=0&realtime=1&width=64&height=48"
@@ -43,7 +45,8 @@ async def test_create_delete_cycles_do_not_grow(service: Service, tiny_package: 
         stopped = await c.delete(f"/jobs/{created.json()['id']}")
         assert stopped.json()["state"] == "stopped"
 
-    async with asyncio.timeout(80):
+    # Each cycle starts and stops a decoder process (≈ 0.3 s here on a loaded machine).
+    async with asyncio.timeout(150):
         # A job that runs throughout keeps the model loaded, as in a service with cameras: the
         # cycles then measure the jobs layer, not onnxruntime loading a session each time.
         keep = {"name": "keep", "model": model, "sources": [{"id": "keep", "url": LIVE}]}
@@ -51,10 +54,15 @@ async def test_create_delete_cycles_do_not_grow(service: Service, tiny_package: 
         for i in range(WARM_UP):
             await cycle(i)
         threads, files, rss = threads_now(), fds(), rss_mib()
+        # The forkserver and the keep job's decoder; the decoders of deleted jobs are gone.
+        processes = descendants()
+        assert len(decoder_pids()) == 1
         for i in range(WARM_UP, WARM_UP + CYCLES):
             await cycle(i)
         await asyncio.sleep(0.3)  # the last stopped source's thread finishes returning
         assert threads_now() <= threads
+        assert descendants() <= processes
+        assert len(decoder_pids()) == 1
         assert fds() <= files
         grown = rss_mib() - rss
         # Measured ≈ 25-35 MiB here; before stopped jobs let go of their models: ≈ 600.

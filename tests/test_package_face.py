@@ -32,3 +32,18 @@ def test_unknown_name_is_an_attribute_error() -> None:
         assert "NoSuchThing" in str(exc)
     else:
         raise AssertionError("expected AttributeError")
+
+
+def test_the_command_line_and_the_jobs_client_load_no_runtime() -> None:
+    # `stream-pipeline jobs list` talks HTTP: it must not pay for onnxruntime and numba.
+    code = (
+        "import sys\n"
+        "import stream_pipeline.cli, stream_pipeline.jobs.client, stream_pipeline.jobs.spec\n"
+        "import stream_pipeline.model.thresholds\n"
+        "heavy = [m for m in ('onnxruntime', 'av', 'numba', 'aiortc') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "from stream_pipeline.model import SegmentationModel, CONFIDENCE_MODES\n"
+        "assert 'onnxruntime' in sys.modules and 'best' in CONFIDENCE_MODES\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr

@@ -1,17 +1,21 @@
-"""Model packages, the onnxruntime session and the block's pre/postprocessing."""
+"""Model packages, the onnxruntime session and the block's pre/postprocessing.
+
+The names below load on first use: importing a submodule (``model.thresholds`` for the
+confidence modes, ``model.package``) must not pull in onnxruntime and numba, which the command
+line's client commands and the jobs specs never need.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from stream_pipeline.config import read_environment
-from stream_pipeline.errors import ModelError, ModelNotFoundError
-from stream_pipeline.model.package import InputSpec, ModelPackage, Recommended
-from stream_pipeline.model.registry import DEFAULT_MODEL_ID, is_model_id, resolve_package
-from stream_pipeline.model.segmenter import SegmentationModel
-from stream_pipeline.model.thresholds import CONFIDENCE_MODES, class_thresholds
+if TYPE_CHECKING:
+    from stream_pipeline.model.loading import load_model
+    from stream_pipeline.model.package import InputSpec, ModelPackage, Recommended
+    from stream_pipeline.model.registry import DEFAULT_MODEL_ID
+    from stream_pipeline.model.segmenter import SegmentationModel
+    from stream_pipeline.model.thresholds import CONFIDENCE_MODES, class_thresholds
 
 __all__ = [
     "CONFIDENCE_MODES",
@@ -24,50 +28,26 @@ __all__ = [
     "load_model",
 ]
 
+_EXPORTS = {
+    "CONFIDENCE_MODES": "stream_pipeline.model.thresholds",
+    "DEFAULT_MODEL_ID": "stream_pipeline.model.registry",
+    "InputSpec": "stream_pipeline.model.package",
+    "ModelPackage": "stream_pipeline.model.package",
+    "Recommended": "stream_pipeline.model.package",
+    "SegmentationModel": "stream_pipeline.model.segmenter",
+    "class_thresholds": "stream_pipeline.model.thresholds",
+    "load_model": "stream_pipeline.model.loading",
+}
 
-def load_model(
-    ref: str = "default",
-    device: str = "auto",
-    threads: int | None = None,
-    class_names: Sequence[str] | None = None,
-    input_size: tuple[int, int] | None = None,
-    registry: Path | None = None,
-    api_key: str | None = None,
-    offline: bool | None = None,
-    hub_settings: Any = None,
-) -> SegmentationModel:
-    """Resolve ``ref`` (``default``, ``project/version``, a package directory or a bare ``.onnx``
-    with ``class_names``) and load it with an onnxruntime session on ``device``.
 
-    A ``project/version`` that is not in the registry is pulled from Roboflow with ``api_key``
-    (else ``$ROBOFLOW_API_KEY``) unless ``offline`` (else ``$STREAM_PIPELINE_OFFLINE``) is set;
-    once pulled it loads with no network and no key.
-    """
-    env = read_environment()
-    root = registry if registry is not None else env.models_dir
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stream_pipeline.model' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
-    def resolve() -> ModelPackage:
-        return resolve_package(ref, root, class_names=class_names, input_size=input_size)
 
-    try:
-        package = resolve()
-    except ModelNotFoundError:
-        if not is_model_id(ref) or Path(ref).exists():
-            raise
-        from stream_pipeline.hub.cache import pull
-
-        off = env.offline if offline is None else offline
-        pull(ref, root, api_key or env.api_key, env.api_host, offline=off, settings=hub_settings)
-        package = resolve()
-    try:
-        return SegmentationModel(package, device=device, threads=threads)
-    except ModelError as exc:
-        from stream_pipeline.hub.cache import hosted_source, remove_broken
-
-        directory = package.onnx_path.parent
-        if hosted_source(directory) is None:
-            raise
-        remove_broken(directory)  # a corrupt download must not stick: the next run pulls again
-        raise ModelError(
-            f"{exc}; the cached copy was removed, the next run downloads it again"
-        ) from None
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,8 +9,9 @@ neither onnxruntime nor PyAV nor numba; each name below is imported on first use
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stream_pipeline.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -85,10 +86,4 @@ if TYPE_CHECKING:
     from stream_pipeline.workflow import load_workflow
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'stream_pipeline' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

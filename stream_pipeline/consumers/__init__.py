@@ -6,8 +6,9 @@ while the remote sinks bring aiohttp and paho, the video sinks PyAV, the overlay
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from stream_pipeline.lazy import lazy_exports
 
 _EXPORTS = {
     "CallbackSink": "files",
@@ -62,10 +63,6 @@ if TYPE_CHECKING:
     from stream_pipeline.consumers.webhook import WebhookSink
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'stream_pipeline.consumers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"stream_pipeline.consumers.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(
+    __name__, {name: f"stream_pipeline.consumers.{module}" for name, module in _EXPORTS.items()}
+)

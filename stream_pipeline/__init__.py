@@ -38,6 +38,8 @@ _EXPORTS = {
     "ReconnectPolicy": "stream_pipeline.retry",
     "SourceSpec": "stream_pipeline.sources",
     "load_workflow": "stream_pipeline.workflow",
+    "JobsClient": "stream_pipeline.jobs.client",
+    "JobsClientError": "stream_pipeline.jobs.client",
 }
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "EngineError",
     "Frame",
     "FrameMeta",
+    "JobsClient",
+    "JobsClientError",
     "ModelError",
     "ModelNotFoundError",
     "Pipeline",
@@ -79,6 +83,7 @@ if TYPE_CHECKING:
         WorkflowError,
     )
     from stream_pipeline.frames import Frame, FrameMeta, SegResult, StageTimings
+    from stream_pipeline.jobs.client import JobsClient, JobsClientError
     from stream_pipeline.model import SegmentationModel, load_model
     from stream_pipeline.pipeline import Pipeline, PipelineConfig
     from stream_pipeline.retry import ReconnectPolicy

@@ -185,9 +185,13 @@ async def test_the_outage_of_a_restart_is_counted(tmp_path: Path, tiny_package: 
             job_id = (await svc.client.post("/jobs", json=job)).json()["id"]
             await wait_for(svc, job_id, lambda s: frames(s, "cam") >= 3)
         async with serve_jobs(state, out) as svc:  # resumed: out until its first frame
-            back = await wait_for(
-                svc, job_id, lambda s: frames(s, "cam") >= 3 and s["sources"][0]["outages"]
-            )
+            closed: list[float] = []  # an outage still open grows: wait until it closed
+
+            def outage_closed(status: dict[str, Any]) -> bool:
+                closed.append(status["sources"][0]["outage_seconds"])
+                return frames(status, "cam") >= 3 and len(closed) > 3 and closed[-4] == closed[-1]
+
+            back = await wait_for(svc, job_id, outage_closed)
             m = await scrape(svc)
             ids = {"job": job_id, "source": "cam"}
             assert value(m, "stream_pipeline_source_outages_total", **ids) == 1

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import os
+import signal
 import socket
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from prometheus_client.samples import Sample
 from stream_pipeline.jobs.spec import JobSpec
 from tests.jobs.conftest import Service, serve_jobs
 from tests.jobs.test_api import LIVE, frames, wait_for
+from tests.sources.procs import decoder_pids
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -106,6 +109,16 @@ async def test_metrics_count_what_the_jobs_did(service: Service, tiny_package: P
         pending = m["stream_pipeline_sink_pending"]
         assert {s.labels["type"] for s in pending} == {"jsonl"}
         assert value(m, "stream_pipeline_worker_sources") == 1
+
+        # Its decoder child killed: restarted, and counted in the metric as in the status.
+        (child,) = decoder_pids()
+        os.kill(child, signal.SIGKILL)
+        status = await wait_for(
+            service, live_id, lambda s: s["sources"][0]["decoder_restarts"] >= 1
+        )
+        m = await scrape(service)
+        restarts = value(m, "stream_pipeline_source_decoder_restarts_total", **ids)
+        assert restarts == status["sources"][0]["decoder_restarts"]
 
         # Stopped: every frame it segmented is in the histograms, beside the file job's 30.
         stopped = (await c.delete(f"/jobs/{live_id}")).json()

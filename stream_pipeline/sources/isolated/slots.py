@@ -8,9 +8,9 @@ in a default container), and pages are only backed once written; the slots are r
 most-recently-freed first, so a pool touches about as many pages as frames are in flight.
 
 :meth:`SlotPool.lease` gives the engine a view on a slot, with no copy. The slot comes back (to
-:attr:`SlotPool.returned`, a deque, the one thing the releasing thread touches) when the last
-array that shares that memory is garbage-collected: numpy makes the flat array made here the base
-of every view derived from it, so a finalizer on it fires only once no view is left. A retired
+:class:`SlotReturns`, the one thing the releasing thread touches) when the last array that shares
+that memory is garbage-collected: numpy makes the flat array made here the base of every view
+derived from it, so a finalizer on it fires only once no view is left. A retired
 pool (the frame size grew, or the source closed) closes its descriptor at once; its mapping stays
 valid for the frames still out and goes with the last of them.
 """
@@ -18,6 +18,7 @@ valid for the frames still out and goes with the last of them.
 from __future__ import annotations
 
 import collections
+import contextlib
 import mmap
 import os
 import weakref
@@ -26,7 +27,7 @@ import numpy as np
 
 from stream_pipeline.frames import UInt8Array
 
-__all__ = ["SlotPool", "frame_bytes", "map_slots", "slot_view"]
+__all__ = ["SlotPool", "SlotReturns", "frame_bytes", "map_slots", "slot_view"]
 
 _PAGE = mmap.PAGESIZE
 
@@ -50,11 +51,53 @@ def map_slots(fd: int, size: int) -> mmap.mmap:
         os.close(fd)
 
 
+class SlotReturns:
+    """Slots coming back from any thread, and a pipe that wakes the source's thread for them.
+
+    Finalizers call :meth:`put` from whichever thread drops a frame last; only the source's
+    thread calls :meth:`take`. Each pending finalizer holds this object, so its descriptors stay
+    open (and cannot be reused by another file) until the last frame and the source let go.
+    """
+
+    def __init__(self) -> None:
+        #: Set by the source's thread while it wants a wake-up per slot (its child runs short);
+        #: otherwise slots wait in the deque for its next look, in batches.
+        self.wake = False
+        self._queue: collections.deque[tuple[int, int]] = collections.deque()
+        self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        weakref.finalize(self, _close, self._read, self._write)
+
+    def fileno(self) -> int:
+        """Readable when a slot came back (for ``multiprocessing.connection.wait``)."""
+        return self._read
+
+    def put(self, item: tuple[int, int]) -> None:
+        """``(generation, slot)`` is free again (any thread)."""
+        self._queue.append(item)
+        if self.wake:
+            with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
+                os.write(self._write, b"\0")
+
+    def take(self) -> list[tuple[int, int]]:
+        """Every slot that came back since the last call."""
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
+        items = []
+        while self._queue:
+            items.append(self._queue.popleft())
+        return items
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class SlotPool:
     """``count`` slots of ``slot_bytes`` (rounded up to a page) in one memory file.
 
-    Used by one thread (the source's), except :attr:`returned`, which finalizers append to from
-    any thread.
+    Used by one thread (the source's); finalizers give slots back through ``returns``.
     """
 
     def __init__(
@@ -62,12 +105,12 @@ class SlotPool:
         generation: int,
         slot_bytes: int,
         count: int,
-        returned: collections.deque[tuple[int, int]],
+        returns: SlotReturns,
     ) -> None:
         self.generation = generation
         self.slot_bytes = -(-slot_bytes // _PAGE) * _PAGE
         self.count = count
-        self.returned = returned
+        self.returns = returns
         self.size = self.slot_bytes * count
         fd = os.memfd_create(f"stream-pipeline-slots-{generation}", os.MFD_CLOEXEC)
         try:
@@ -94,7 +137,7 @@ class SlotPool:
             raise ValueError("the slot pool is retired")
         rgb = slot_view(self._mm, slot * self.slot_bytes, height, width)
         assert rgb.base is not None  # the flat array: every later view has it as its base
-        weakref.finalize(rgb.base, self.returned.append, (self.generation, slot))
+        weakref.finalize(rgb.base, self.returns.put, (self.generation, slot))
         return rgb
 
     def retire(self) -> None:

@@ -15,7 +15,6 @@ Children are started by a forkserver with the decoding modules preloaded
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import multiprocessing
@@ -36,13 +35,13 @@ from stream_pipeline.sources.base import Source, SourceSpec, SourceState
 from stream_pipeline.sources.isolated import protocol as msg
 from stream_pipeline.sources.isolated.child import child_main
 from stream_pipeline.sources.isolated.launch import DECODER_NAME, decoder_context
-from stream_pipeline.sources.isolated.slots import SlotPool
+from stream_pipeline.sources.isolated.slots import SlotPool, SlotReturns
 
 __all__ = ["IsolatedSource", "describe_exit", "isolate"]
 
 log = logging.getLogger(__name__)
 
-_AHEAD = 4  # slots a child may hold at once: how far a file decoder reads ahead
+_AHEAD = 8  # slots a child may hold at once: how far a file decoder reads ahead
 _START_GRACE = 30.0  # on top of open_timeout: the first start also starts the forkserver
 _STOP_GRACE = 2.0  # a stopped child closes its input (RTSP TEARDOWN) within this, or is killed
 _MAX_RESTARTS = 5  # restarts in a row without a new frame before the source fails
@@ -137,7 +136,7 @@ class IsolatedSource(Source):
         if self.slot_count < 2:
             raise ConfigError(f"source {spec.id}: a decoder child needs at least 2 slots")
         self.hang_timeout = hang_timeout or max(spec.open_timeout, spec.read_timeout) + 10.0
-        self._returned: collections.deque[tuple[int, int]] = collections.deque()
+        self._returns = SlotReturns()
         self._pool: SlotPool | None = None
         self._generation = 0
         self._child: _Child | None = None
@@ -185,16 +184,18 @@ class IsolatedSource(Source):
         self._grant(child)
 
     def _grant(self, child: _Child) -> None:
-        """Give the child freed slots, up to :data:`_AHEAD` held at once."""
+        """Give the child freed slots, up to :data:`_AHEAD` held at once, in batches: once it
+        holds half of that or less (and be woken by the next slot that comes back till then)."""
         pool = self._pool
         if pool is None:
             return
-        while self._returned:
-            generation, slot = self._returned.popleft()
+        short = len(child.granted) <= _AHEAD // 2
+        self._returns.wake = short  # before taking: a slot returned after take() wakes the wait
+        for generation, slot in self._returns.take():
             if generation == pool.generation:
                 pool.free.append(slot)
         room = _AHEAD - len(child.granted)
-        if room <= 0 or not pool.free:
+        if not short or not pool.free:
             return
         slots = tuple(pool.free[-room:])
         del pool.free[-room:]
@@ -205,7 +206,7 @@ class IsolatedSource(Source):
         if self._pool is not None:
             self._pool.retire()  # frames still out keep their mapping
         self._generation += 1
-        self._pool = SlotPool(self._generation, nbytes, self.slot_count, self._returned)
+        self._pool = SlotPool(self._generation, nbytes, self.slot_count, self._returns)
         self._offer_pool(child)
 
     def _stop_child(self) -> None:
@@ -347,8 +348,8 @@ class IsolatedSource(Source):
         """Take the child's messages until it ends, dies or hangs, or ``stop``."""
         while not stop.is_set():
             self._grant(child)
-            # Waiting on the consumers for slots: look again soon, grants are what it waits for.
-            ready = wait([child.conn, child.process.sentinel], 0.05 if child.granted else 0.01)
+            # A slot coming back wakes this wait too: the child gets it at once.
+            ready = wait([child.conn, child.process.sentinel, self._returns.fileno()], 0.05)
             if child.conn in ready:
                 try:
                     message = child.conn.recv()

@@ -63,7 +63,15 @@ class ManagedThread:
             return None
         except Exception as exc:
             return exc
+        finally:
+            await self._exited()
         return None
+
+    async def _exited(self) -> None:
+        # ``done`` settles just before the thread returns: wait the moment it takes to exit, so
+        # that a joined thread is gone (callers count threads to prove nothing leaks).
+        if self.done.done() and self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join, 1.0)
 
 
 def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -24,15 +24,15 @@ class Got:
 
 def drain(
     source: Source,
-    on_frame: Callable[[int], None] | None = None,
+    on_frame: Callable[[int, Frame], bool | None] | None = None,
     policy: DropPolicy = DropPolicy.BLOCK,
     limit: int | None = None,
     timeout: float = 20.0,
 ) -> Got:
     """Open and run ``source`` into a ring of 8, as the engine does, until the ring closes (or
-    ``limit`` frames); ``on_frame(n)`` is called after the n-th frame taken. The frames are
-    copied and let go at once, as a consumer would, so their slots come back. What ``run``
-    raised is raised here."""
+    ``limit`` frames, or ``on_frame`` returns True); ``on_frame(n, frame)`` is called with the
+    n-th frame taken. The frames are copied and let go at once (unless ``on_frame`` keeps them),
+    as a consumer would, so their slots come back. What ``run`` raised is raised here."""
     ring: RingBuffer[Frame] = RingBuffer(8, policy)
     stop = threading.Event()
     source.open()
@@ -62,9 +62,9 @@ def drain(
             got.ids.append(frame.meta.frame_id)
             got.pts.append(frame.meta.pts_seconds)
             got.pixels.append(frame.rgb.copy())
+            if on_frame is not None and on_frame(len(got.ids), frame):
+                break
             del frame
-            if on_frame is not None:
-                on_frame(len(got.ids))
     finally:
         stop.set()
         thread.join(20)

@@ -1,9 +1,9 @@
 """A test-only source that misbehaves on purpose, registered for the ``faulty`` scheme.
 
 ``faulty://KIND?frames=N&at=K&once=PATH``: frames of 32×24 pixels, each filled with its index
-(mod 256). At frame ``K`` it segfaults (``segv``), hangs in a way ``stop`` cannot end (``hang``)
-or raises (``raise``). With ``once``, only while the file ``PATH`` exists (it is removed first),
-so a restarted decoder goes on.
+(mod 256). At frame ``K`` it segfaults (``segv``), hangs in a way ``stop`` cannot end (``hang``),
+raises (``raise``) or, ``grow``, goes on with frames twice as wide and high. With ``once``, only
+while the file ``PATH`` exists (it is removed first), so a restarted decoder goes on.
 """
 
 from __future__ import annotations
@@ -32,12 +32,16 @@ class FaultySource(Source):
         self.frames = int(query.get("frames", "30"))
         self.at = int(query.get("at", "10"))
         self.once = Path(query["once"]) if "once" in query else None
+        self.width, self.height = WIDTH, HEIGHT
         self.status.set_total(self.frames)
 
     def open(self) -> None:
         self.status.set_state(SourceState.STREAMING)
 
     def _fault(self) -> None:
+        if self.kind_of_fault == "grow":
+            self.width, self.height = 2 * WIDTH, 2 * HEIGHT
+            return
         if self.once is not None:
             if not self.once.exists():
                 return
@@ -55,8 +59,9 @@ class FaultySource(Source):
             for i in range(self.frames):
                 if i == self.at:
                     self._fault()
-                rgb = np.full((HEIGHT, WIDTH, 3), i % 256, np.uint8)
-                if not self.put(ring, Frame(self.clock.stamp(i / 30, WIDTH, HEIGHT), rgb), stop):
+                rgb = np.full((self.height, self.width, 3), i % 256, np.uint8)
+                meta = self.clock.stamp(i / 30, self.width, self.height)
+                if not self.put(ring, Frame(meta, rgb), stop):
                     return
         finally:
             self.status.finish(stopped=stop.is_set())

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from stream_pipeline.errors import SourceError, SourceOpenError
+from stream_pipeline.frames import Frame
 from stream_pipeline.sources import SourceSpec, make_source
 from stream_pipeline.sources.isolated import IsolatedSource
 from tests.sources import faulty  # noqa: F401  (registers the faulty:// scheme)
@@ -60,7 +61,7 @@ class SignalAt:
         self.source, self.n, self.sig = source, n, sig
         self.pids: list[int] = []
 
-    def __call__(self, n: int) -> None:
+    def __call__(self, n: int, frame: Frame) -> None:
         if n == self.n:
             pid = self.source.child_pid
             assert pid is not None
@@ -128,6 +129,53 @@ def test_a_live_source_reconnects_after_a_kill() -> None:
     assert source.status.snapshot().decoder_restarts == 1
 
 
+def test_bigger_frames_get_a_new_pool_while_the_old_frames_live_on() -> None:
+    source = IsolatedSource(SourceSpec("faulty://grow?frames=30&at=12", id="g"))
+    kept: list[np.ndarray] = []
+
+    def keep_10_and_11(n: int, frame: Frame) -> None:
+        if frame.meta.frame_id in (10, 11):
+            assert frame.rgb is not None
+            kept.append(frame.rgb)  # views of the first pool, held past its retirement
+
+    got = drain(source, keep_10_and_11)
+    assert got.ids == list(range(30))
+    assert [p.shape for p in got.pixels] == [(24, 32, 3)] * 12 + [(48, 64, 3)] * 18
+    assert all((p == i).all() for i, p in enumerate(got.pixels))
+    assert [int(k[0, 0, 0]) for k in kept] == [10, 11]  # the retired pool's pixels are intact
+
+
+class SlowConsumer:
+    """An ``on_frame`` that keeps the last ``hold`` frames alive, then pauses and lets them go,
+    until ``until()``."""
+
+    def __init__(self, hold: int, until: Callable[[], bool]) -> None:
+        self.hold, self.until = hold, until
+        self.held: list[Frame] = []
+
+    def __call__(self, n: int, frame: Frame) -> bool:
+        self.held.append(frame)
+        if len(self.held) == self.hold:
+            time.sleep(0.1)  # every slot is held here: the child waits (file) or drops (live)
+            self.held.clear()
+        return self.until()
+
+
+def test_a_live_source_drops_when_every_slot_is_taken() -> None:
+    spec = SourceSpec("synthetic://street?frames=0&realtime=1&fps=60&width=64&height=48", id="l")
+    source = IsolatedSource(spec, slots=3)
+    got = drain(source, SlowConsumer(3, lambda: source.status.snapshot().dropped >= 3))
+    assert got.ids == list(range(len(got.ids)))  # what arrives is numbered without gaps
+    assert source.status.snapshot().decoder_restarts == 0
+
+
+def test_a_file_source_waits_for_slots_and_loses_nothing(clip: Path) -> None:
+    source = IsolatedSource(SourceSpec(str(clip), id="clip"), slots=3)
+    got = drain(source, SlowConsumer(3, lambda: False))
+    assert got.ids == list(range(90))
+    assert source.status.snapshot().dropped == 0
+
+
 def test_a_missing_file_fails_at_open_with_the_in_process_message(tmp_path: Path) -> None:
     spec = SourceSpec(str(tmp_path / "nope.mp4"), id="gone")
     with pytest.raises(SourceOpenError) as here:
@@ -164,7 +212,7 @@ def _run_part_of(spec: SourceSpec) -> int:
     source = IsolatedSource(spec)
     seen: list[int] = []
 
-    def look(n: int) -> None:
+    def look(n: int, frame: Frame) -> None:
         if n == 5:
             pid = source.child_pid
             assert pid is not None and pid in decoder_pids()

@@ -87,12 +87,19 @@ def test_sigkill_mid_file_restarts_and_every_frame_arrives_once(clip: Path) -> N
 
 
 @pytest.mark.parametrize(
-    ("fault", "said"), [("segv", "killed by SIGSEGV"), ("hang", "no progress for 1 s")]
+    ("fault", "at", "said"),
+    [
+        ("segv", 12, "killed by SIGSEGV"),
+        ("hang", 12, "no progress for 1 s"),
+        ("hang", 0, "no progress for 1 s"),  # before its first frame: no slot pool yet
+    ],
 )
-def test_a_crashed_or_hung_decoder_is_restarted(tmp_path: Path, fault: str, said: str) -> None:
+def test_a_crashed_or_hung_decoder_is_restarted(
+    tmp_path: Path, fault: str, at: int, said: str
+) -> None:
     once = tmp_path / "once"
     once.touch()
-    spec = SourceSpec(f"faulty://{fault}?frames=30&at=12&once={once}", id="f")
+    spec = SourceSpec(f"faulty://{fault}?frames=30&at={at}&once={once}", id="f")
     source = IsolatedSource(spec, hang_timeout=1.0)
     got = drain(source)
     assert got.ids == list(range(30))

@@ -367,7 +367,10 @@ class IsolatedSource(Source):
 
     def _hung(self, child: _Child) -> bool:
         now = time.monotonic()
-        if not child.granted or child.state is SourceState.RECONNECTING:
+        # Every slot of the pool with us: it waits for the consumers. Before its first frame
+        # there is no pool yet, and it owes us one.
+        waiting = self._pool is not None and not child.granted
+        if waiting or child.state is SourceState.RECONNECTING:
             child.progress = now  # waiting for slots, or backing off: nothing is due
             return False
         return now - child.progress > self.hang_timeout

@@ -10,7 +10,7 @@ from stream_pipeline.jobs.spec import JobStatus, SinkStatusModel, SourceStatusMo
 from stream_pipeline.redact import redact_text, redact_url
 
 if TYPE_CHECKING:
-    from stream_pipeline.jobs.supervisor import JobRunner
+    from stream_pipeline.jobs.runner import JobRunner
 
 __all__ = ["job_status"]
 

@@ -19,6 +19,7 @@ from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
 from stream_pipeline.jobs.spec import JobSpec
 from stream_pipeline.jobs.store import JobStore
 from stream_pipeline.logs import job_context
+from stream_pipeline.sources.isolated import start_decoder_server
 
 __all__ = ["JobConflict", "JobRunner", "JobsConfig", "Supervisor", "UnknownJob"]
 
@@ -52,6 +53,9 @@ class Supervisor:
     async def start(self) -> None:
         """Load the stored jobs and run again each one that was active."""
         self.config.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.isolate_decoders:
+            # The decoders' forkserver imports PyAV and numpy once: not on the first job's path.
+            await asyncio.to_thread(start_decoder_server)
         down_since = await asyncio.to_thread(self.store.last_beat)
         outages = await asyncio.to_thread(self.store.outages)
         for record in await self.store.ajobs():

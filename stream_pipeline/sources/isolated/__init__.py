@@ -12,7 +12,13 @@ as it is. Here the child does the same conversion and copies the RGB array into 
 view on the slot, with no copy. ``scripts/bench_isolated.py`` measures what that costs.
 """
 
-from stream_pipeline.sources.isolated.launch import decoder_context
+from stream_pipeline.sources.isolated.launch import decoder_context, start_decoder_server
 from stream_pipeline.sources.isolated.source import IsolatedSource, describe_exit, isolate
 
-__all__ = ["IsolatedSource", "decoder_context", "describe_exit", "isolate"]
+__all__ = [
+    "IsolatedSource",
+    "decoder_context",
+    "describe_exit",
+    "isolate",
+    "start_decoder_server",
+]

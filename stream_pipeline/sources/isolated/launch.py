@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.context
+import multiprocessing.forkserver
 import multiprocessing.spawn
 import threading
 from typing import Any
 
-__all__ = ["DECODER_NAME", "decoder_context"]
+__all__ = ["DECODER_NAME", "decoder_context", "start_decoder_server"]
 
 DECODER_NAME = "stream-pipeline-decoder"  # process names start with it: "…:<source id>"
 _PRELOAD = [
@@ -65,3 +66,10 @@ def decoder_context() -> multiprocessing.context.ForkServerContext:
                 multiprocessing.spawn.get_preparation_data = _without_main(get)
             _context = ctx
         return _context
+
+
+def start_decoder_server() -> None:
+    """Start the forkserver now, off the path of the first source (blocking: call it off the
+    event loop); otherwise the first decoder starts it."""
+    decoder_context()
+    multiprocessing.forkserver.ensure_running()

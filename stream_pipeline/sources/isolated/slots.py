@@ -21,6 +21,7 @@ import collections
 import contextlib
 import mmap
 import os
+import threading
 import weakref
 
 import numpy as np
@@ -55,8 +56,9 @@ class SlotReturns:
     """Slots coming back from any thread, and a pipe that wakes the source's thread for them.
 
     Finalizers call :meth:`put` from whichever thread drops a frame last; only the source's
-    thread calls :meth:`take`. Each pending finalizer holds this object, so its descriptors stay
-    open (and cannot be reused by another file) until the last frame and the source let go.
+    thread calls :meth:`take`. :meth:`close` (the source closed) closes the pipe at once; frames
+    still out then only go back to the deque. The lock is re-entrant because a finalizer can run
+    in the middle of :meth:`close` on the same thread (a garbage collection).
     """
 
     def __init__(self) -> None:
@@ -64,8 +66,10 @@ class SlotReturns:
         #: otherwise slots wait in the deque for its next look, in batches.
         self.wake = False
         self._queue: collections.deque[tuple[int, int]] = collections.deque()
+        self._lock = threading.RLock()
+        self._closed = False
         self._read, self._write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        weakref.finalize(self, _close, self._read, self._write)
+        self._close_fds = weakref.finalize(self, _close, self._read, self._write)
 
     def fileno(self) -> int:
         """Readable when a slot came back (for ``multiprocessing.connection.wait``)."""
@@ -75,18 +79,25 @@ class SlotReturns:
         """``(generation, slot)`` is free again (any thread)."""
         self._queue.append(item)
         if self.wake:
-            with contextlib.suppress(BlockingIOError):  # full: a wake-up is pending anyway
-                os.write(self._write, b"\0")
+            with self._lock, contextlib.suppress(BlockingIOError):  # full: a wake-up is pending
+                if not self._closed:  # a closed descriptor's number may be another file's now
+                    os.write(self._write, b"\0")
 
     def take(self) -> list[tuple[int, int]]:
         """Every slot that came back since the last call."""
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read, 4096):
+        with self._lock, contextlib.suppress(BlockingIOError):
+            while not self._closed and os.read(self._read, 4096):
                 pass
         items = []
         while self._queue:
             items.append(self._queue.popleft())
         return items
+
+    def close(self) -> None:
+        """Close the pipe (idempotent)."""
+        with self._lock:
+            self._closed = True
+            self._close_fds()
 
 
 def _close(*fds: int) -> None:

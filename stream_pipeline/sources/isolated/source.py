@@ -441,3 +441,4 @@ class IsolatedSource(Source):
         pool, self._pool = self._pool, None
         if pool is not None:
             pool.retire()
+        self._returns.close()

@@ -64,6 +64,8 @@ class JobRunner:
         self.engine_job = f"{self.id}~0"
         self.handles: dict[str, SourceHandle] = {}
         self.runners: list[SinkRunner] = []
+        # Its sinks are attached (a job may have none): sources may be added and started.
+        self.attached = False
         self.sinks: list[ResumeSink] = []
         self.secrets: list[str] = []  # expanded URLs, to redact from every message
         self.control = asyncio.Lock()  # one pause/resume/add/remove/stop at a time
@@ -189,6 +191,7 @@ class JobRunner:
                 await self._add(source, start=False)
         for wrapped in self.sinks:
             self.runners.append(await engine.attach_sink(wrapped, job=self.engine_job, model=model))
+        self.attached = True
         for sid in self.handles:
             engine.start_source(sid)
 
@@ -295,6 +298,7 @@ class JobRunner:
         self.last = self._engine_status()
         engine.forget_job(self.engine_job)
         self.handles, self.runners, self.sinks = {}, [], []
+        self.attached = False
 
     # -- control (from the API) ------------------------------------------------------------
 
@@ -318,7 +322,7 @@ class JobRunner:
                 if self.state in ("completed", "failed", "stopped"):
                     raise JobConflict(f"job {self.id} is {self.state}: it cannot be resumed")
                 return
-            if self.state == "paused" and self.runners:
+            if self.state == "paused" and self.attached:
                 for source in self.spec.sources:
                     await self._add(source, start=True)
             self.paused = False
@@ -335,7 +339,7 @@ class JobRunner:
             self.sup.check_free([source.id])
             spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
             live = self._source_spec(source, expand=False).live
-            if not self.paused and self.runners:
+            if not self.paused and self.attached:
                 await self._add(source, start=True)
             if not live:
                 for wrapped in self.sinks:

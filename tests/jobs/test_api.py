@@ -253,6 +253,22 @@ async def test_a_paused_file_job_continues_after_its_last_frame(
     assert ids == list(range(n))
 
 
+async def test_a_job_with_no_sinks_pauses_and_resumes(service: Service, tiny_package: Path) -> None:
+    # Results only over SSE: nothing attached but its sources (found by the soak's helper: such
+    # a job went to completed on resume).
+    spec = {"name": "bare", "model": str(tiny_package), "sources": [{"id": "b", "url": LIVE}]}
+    c = service.client
+    async with asyncio.timeout(60):
+        job_id = (await c.post("/jobs", json=spec)).json()["id"]
+        await wait_for(service, job_id, lambda s: frames(s, "b") >= 3)
+        assert (await c.post(f"/jobs/{job_id}/pause")).json()["state"] == "paused"
+        assert (await c.post(f"/jobs/{job_id}/resume")).json()["state"] == "running"
+        status = await wait_for(service, job_id, lambda s: frames(s, "b") >= 3)
+        await asyncio.sleep(0.5)  # the job's next looks must not end it
+        assert (await c.get(f"/jobs/{job_id}")).json()["state"] == "running", status
+        assert (await c.delete(f"/jobs/{job_id}")).json()["state"] == "stopped"
+
+
 @pytest.mark.parametrize("restart", ["on-failure", "never"])
 async def test_restart_policy_for_a_camera_that_cannot_be_opened(
     service: Service, tiny_package: Path, restart: str

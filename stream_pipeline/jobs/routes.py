@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from stream_pipeline.consumers.base import SinkContext
 from stream_pipeline.engine import Engine
-from stream_pipeline.errors import ConfigError
+from stream_pipeline.errors import ConfigError, SourceError
 from stream_pipeline.jobs.metrics import render_metrics
 from stream_pipeline.jobs.spec import JobSpec, JobStatus, SourceSpecModel
 from stream_pipeline.jobs.store import JobStore
@@ -103,6 +103,12 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
             raise HTTPException(409, str(exc)) from None
         except UnknownJob as exc:
             raise HTTPException(404, exc.args[0]) from None
+        except SourceError as exc:
+            # A hot-added source that cannot be opened (missing file, 401): the request's fault,
+            # and the job goes on without it.
+            raise HTTPException(422, f"url: {runner.message(exc)}") from None
+        except ConfigError as exc:
+            raise HTTPException(422, runner.message(exc)) from None
         return runner.status()
 
     @router.post("/jobs/{job_id}/pause", response_model=JobStatus)

@@ -83,7 +83,8 @@ class JobRunner:
         if not self.sup.closing:  # a service shutting down leaves jobs as they were, to resume
             await self.sup.store.aset_state(self.id, state, error)
 
-    def _message(self, exc: BaseException) -> str:
+    def message(self, exc: BaseException) -> str:
+        """``exc`` as one line, with the job's expanded URLs redacted."""
         text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         for url in self.secrets:
             text = redact_text(text, url)
@@ -100,7 +101,7 @@ class JobRunner:
             log.exception("job %s: internal error", self.id)
             with contextlib.suppress(Exception):
                 await self._teardown()
-            await self._set("failed", f"internal error: {self._message(exc)}")
+            await self._set("failed", f"internal error: {self.message(exc)}")
 
     async def _run(self) -> None:
         delay = self.sup.config.backoff_initial
@@ -117,10 +118,10 @@ class JobRunner:
             except SourceError as exc:
                 # A source that cannot be opened now (camera down) may open later: retried.
                 await self._teardown()
-                error = self._message(exc)
+                error = self.message(exc)
             except Exception as exc:
                 await self._teardown()
-                await self._set("failed", self._message(exc))
+                await self._set("failed", self.message(exc))
                 log.error("job %s failed to start: %s", self.id, self.error)
                 return
             else:
@@ -232,7 +233,7 @@ class JobRunner:
         except SourceError as exc:
             # Not attached, so the engine has no status of it: the source shows this until the
             # next attempt opens it.
-            self.open_errors[source.id] = self._message(exc)
+            self.open_errors[source.id] = self.message(exc)
             raise
         self.open_errors.pop(source.id, None)
         self.handles[source.id] = handle
@@ -253,7 +254,7 @@ class JobRunner:
             error = engine.job_error(self.engine_job)
             if error is not None:
                 await self._teardown()
-                return self._message(error)
+                return self.message(error)
             if self.stopping or self.sup.closing:
                 await self._teardown()
                 return None
@@ -340,7 +341,11 @@ class JobRunner:
             spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
             live = self._source_spec(source, expand=False).live
             if not self.paused and self.attached:
-                await self._add(source, start=True)
+                try:
+                    await self._add(source, start=True)
+                except Exception:
+                    self.open_errors.pop(source.id, None)  # refused: not a source of the job
+                    raise
             if not live:
                 for wrapped in self.sinks:
                     wrapped.file_sources = wrapped.file_sources | {source.id}

@@ -269,6 +269,29 @@ async def test_a_job_with_no_sinks_pauses_and_resumes(service: Service, tiny_pac
         assert (await c.delete(f"/jobs/{job_id}")).json()["state"] == "stopped"
 
 
+async def test_hot_add_of_a_source_that_cannot_be_opened_is_a_422(
+    service: Service, tiny_package: Path, tmp_path: Path
+) -> None:
+    # Found by schemathesis: it was a 500, from the SourceOpenError of the open.
+    spec = {"name": "hot", "model": str(tiny_package), "sources": [{"id": "a", "url": LIVE}]}
+    c = service.client
+    async with asyncio.timeout(60):
+        job_id = (await c.post("/jobs", json=spec)).json()["id"]
+        await wait_for(service, job_id, lambda s: frames(s, "a") >= 3)
+        missing = str(tmp_path / "nope.mp4")
+        added = await c.post(f"/jobs/{job_id}/sources", json={"id": "b", "url": missing})
+        assert added.status_code == 422, added.text
+        assert added.json()["error"].startswith("url: ") and "nope.mp4" in added.json()["error"]
+        status = (await c.get(f"/jobs/{job_id}")).json()
+        assert status["state"] == "running"
+        assert [s["id"] for s in status["sources"]] == ["a"]
+        # The id is free: a good source can take it.
+        good = await c.post(f"/jobs/{job_id}/sources", json={"id": "b", "url": LIVE})
+        assert good.status_code == 201, good.text
+        await wait_for(service, job_id, lambda s: frames(s, "b") >= 1)
+        await c.delete(f"/jobs/{job_id}")
+
+
 @pytest.mark.parametrize("restart", ["on-failure", "never"])
 async def test_restart_policy_for_a_camera_that_cannot_be_opened(
     service: Service, tiny_package: Path, restart: str

@@ -6,6 +6,12 @@ import subprocess
 import sys
 
 
+def _run_clean(code: str) -> None:
+    """Run ``code`` in a fresh interpreter (nothing imported yet); its assertions must hold."""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
 def test_importing_errors_loads_no_runtime() -> None:
     code = (
         "import os, sys\n"
@@ -19,8 +25,7 @@ def test_importing_errors_loads_no_runtime() -> None:
         "from stream_pipeline import Pipeline, load_model\n"
         "assert 'onnxruntime' in sys.modules and callable(load_model) and Pipeline\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    _run_clean(code)
 
 
 def test_unknown_name_is_an_attribute_error() -> None:
@@ -45,5 +50,4 @@ def test_the_command_line_and_the_jobs_client_load_no_runtime() -> None:
         "from stream_pipeline.model import SegmentationModel, CONFIDENCE_MODES\n"
         "assert 'onnxruntime' in sys.modules and 'best' in CONFIDENCE_MODES\n"
     )
-    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    _run_clean(code)

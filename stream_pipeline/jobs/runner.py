@@ -165,7 +165,7 @@ class JobRunner:
         engine, config = self.sup.engine, self.sup.config
         model, _ = self._model()
         spec = self.spec
-        files = [s.id for s in spec.sources if not self._source_spec(s, expand=False).live]
+        files = [s.id for s in spec.sources if not self.is_live(s)]
         stored = await asyncio.to_thread(self.sup.store.checkpoints, self.id)
         annotator = None
         if any(isinstance(s, VideoSinkSpec) for s in spec.sinks):
@@ -339,7 +339,7 @@ class JobRunner:
                 raise JobConflict(f"source id {source.id!r} is already in job {self.id}")
             self.sup.check_free([source.id])
             spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
-            live = self._source_spec(source, expand=False).live
+            live = self.is_live(source)
             if not self.paused and self.attached:
                 try:
                     await self._add(source, start=True)

@@ -29,6 +29,7 @@ __all__ = [
     "JobStatus",
     "JsonlSinkSpec",
     "MqttSinkSpec",
+    "SinkFileModel",
     "SinkSpec",
     "SinkStatusModel",
     "SourceSpecModel",
@@ -220,6 +221,17 @@ class SourceStatusModel(BaseModel):
     outages: int = 0  # times the service was down (restart, crash) while this live source ran
     outage_seconds: float = 0.0  # their length in all, from the last heartbeat to the next frame
     last_error: str | None = None
+    # With ``serve --ray``: the actor that runs the source and the address of its node.
+    actor: str | None = None
+    node: str | None = None
+
+
+class SinkFileModel(BaseModel):
+    """Where a file sink writes one source's output (``serve --ray``: on the node that runs it)."""
+
+    source: str
+    node: str | None = None
+    path: str
 
 
 class SinkStatusModel(BaseModel):
@@ -230,6 +242,7 @@ class SinkStatusModel(BaseModel):
     pending: int = 0
     dropped: int = 0
     last_error: str | None = None
+    files: list[SinkFileModel] = Field(default_factory=list)  # serve --ray only
 
 
 class JobStatus(BaseModel):

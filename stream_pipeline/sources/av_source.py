@@ -13,6 +13,7 @@ import logging
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import av
 
 from stream_pipeline.buffer import RingBuffer, RingClosed
 from stream_pipeline.errors import SourceError, SourceOpenError
-from stream_pipeline.frames import Frame
+from stream_pipeline.frames import Frame, UInt8Array
 from stream_pipeline.redact import redact_text
 from stream_pipeline.sources.base import Source, SourceSpec, SourceState
 
@@ -32,6 +33,11 @@ log = logging.getLogger(__name__)
 _MAX_CONSECUTIVE_DECODE_ERRORS = 50
 
 
+def _to_rgb24(vf: Any) -> UInt8Array:
+    rgb: UInt8Array = vf.to_ndarray(format="rgb24")
+    return rgb
+
+
 class AvSource(Source):
     """A PyAV-decoded source (see module docstring)."""
 
@@ -40,6 +46,9 @@ class AvSource(Source):
         self._container: Any = None
         self._rng = random.Random()
         self._close_lock = threading.Lock()
+        # How a decoded VideoFrame becomes H×W×3 RGB; a decoder child sets its own, which
+        # converts straight into a shared-memory slot.
+        self.rgb_of: Callable[[Any], UInt8Array] = _to_rgb24
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -230,7 +239,7 @@ class AvSource(Source):
         return False
 
     def _to_frame(self, vf: Any) -> Frame:
-        rgb = vf.to_ndarray(format="rgb24")
+        rgb = self.rgb_of(vf)
         height, width = rgb.shape[:2]
         return Frame(self.clock.stamp(vf.time, width, height), rgb=rgb)
 

@@ -2,8 +2,11 @@
 
 :func:`child_main` is the target of the child process. It builds the source with the factory
 the parent resolved (so a scheme registered only by the parent's imports works too), opens it and
-runs it with a :class:`SlotWriter` as its ring: ``put`` copies the frame's pixels into a slot the
-parent granted and sends the slot number. A second thread reads the parent's messages (grants,
+runs it with a :class:`SlotWriter` as its ring. For a PyAV source the writer also does the
+source's YUV→RGB conversion (``AvSource.rgb_of``): it takes a slot the parent granted and has
+libswscale write the RGB pixels straight into it (:mod:`.convert`), so ``put`` only sends the slot
+number; other sources' frames, and formats the direct conversion does not take, are copied into
+a slot by ``put``. A second thread reads the parent's messages (grants,
 pools, stop) and reports the source's counters when they change.
 
 The child dies with its parent: on Linux ``PR_SET_PDEATHSIG`` kills it when its parent process
@@ -24,14 +27,18 @@ import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from multiprocessing.reduction import recv_handle
+from typing import Any
 
 import numpy as np
 
 from stream_pipeline.buffer import DropPolicy, RingBuffer
 from stream_pipeline.errors import SourceError, SourceOpenError
-from stream_pipeline.frames import Frame
+from stream_pipeline.frames import Frame, UInt8Array
 from stream_pipeline.redact import redact_text
+from stream_pipeline.sources.av_source import AvSource
 from stream_pipeline.sources.base import Source, SourceSpec
+from stream_pipeline.sources.isolated.convert import DIRECT_FORMATS, rgb24_into
+from stream_pipeline.sources.isolated.convert import available as convert_available
 from stream_pipeline.sources.isolated.protocol import (
     ChildMessage,
     Ended,
@@ -91,7 +98,13 @@ class SlotWriter(RingBuffer[Frame]):
     for one (the offer may still be in the pipe).
     """
 
-    def __init__(self, send: _Sender, policy: DropPolicy, skip: int, pool_coming: bool) -> None:
+    def __init__(
+        self,
+        send: Callable[[ChildMessage], None],
+        policy: DropPolicy,
+        skip: int,
+        pool_coming: bool,
+    ) -> None:
         super().__init__(1)
         self._send = send
         self._wait = policy is DropPolicy.BLOCK
@@ -105,6 +118,10 @@ class SlotWriter(RingBuffer[Frame]):
         self._dropped = 0
         self._pool_coming = pool_coming
         self._stopped = False
+        self._pending: tuple[UInt8Array, int, int] | None = None
+        self._drop_next = False
+        self.direct = 0  # frames converted straight into a slot
+        self.copied = 0  # frames converted by to_ndarray (then copied into a slot, or dropped)
 
     @property
     def dropped(self) -> int:
@@ -134,16 +151,9 @@ class SlotWriter(RingBuffer[Frame]):
     def _ready(self, nbytes: int) -> bool:
         return self._stopped or (self._slot_bytes >= nbytes and bool(self._free))
 
-    def put(self, item: Frame, timeout: float | None = None) -> bool:
-        """Copy ``item`` into a slot and tell the parent; False if no slot came in ``timeout``."""
-        if self._skip:
-            self._skip -= 1
-            return True
-        rgb = item.rgb
-        if rgb is None:
-            raise SourceError("a decoder child can only pass host (RGB) frames")
-        height, width = rgb.shape[:2]
-        nbytes = frame_bytes(height, width)
+    def _take_slot(self, nbytes: int, timeout: float | None) -> tuple[mmap.mmap, int, int] | bool:
+        """A granted slot big enough for ``nbytes`` as (map, generation, slot); True when a live
+        source must drop the frame (none free), False when none came in ``timeout`` or stopped."""
         with self._cond:
             if self._pool_coming:
                 self._cond.wait_for(lambda: self._stopped or self._mm is not None, timeout)
@@ -155,14 +165,64 @@ class SlotWriter(RingBuffer[Frame]):
                 self._asked = nbytes
                 self._send(NeedSlots(nbytes))
             if self._slot_bytes >= nbytes and not self._free and not self._wait:
-                self._dropped += 1  # live: never wait for the parent, as a dropping ring
-                return True
+                return True  # live: never wait for the parent, as a dropping ring
             if not self._cond.wait_for(lambda: self._ready(nbytes), timeout) or self._stopped:
                 return False
-            slot = self._free.pop()
-            mm, generation, offset = self._mm, self._generation, slot * self._slot_bytes
-        assert mm is not None
-        np.copyto(slot_view(mm, offset, height, width), rgb)
+            assert self._mm is not None
+            return self._mm, self._generation, self._free.pop()
+
+    def rgb_of(self, vf: Any) -> UInt8Array:
+        """The source's conversion (``AvSource.rgb_of``): YUV straight into a slot.
+
+        The slot is taken here, before the frame exists, so the conversion is the only pass over
+        the pixels; ``put`` then only sends its number. Frames to skip or drop, a format
+        :func:`rgb24_into` does not take, and a stop while waiting convert as in-process
+        (``to_ndarray``), and ``put`` copies or drops them as before.
+        """
+        if not self._skip and vf.format.name in DIRECT_FORMATS and convert_available():
+            height, width = vf.height, vf.width
+            taken = self._take_slot(frame_bytes(height, width), None)
+            if isinstance(taken, tuple):
+                mm, generation, slot = taken
+                view = slot_view(mm, slot * self._slot_bytes, height, width)
+                if rgb24_into(vf, view):
+                    self._pending = (view, generation, slot)
+                    self.direct += 1
+                    return view
+                self.grant(Grant(generation, (slot,)))
+            elif taken:
+                self._dropped += 1
+                self._drop_next = True
+        self.copied += 1
+        rgb: UInt8Array = vf.to_ndarray(format="rgb24")
+        return rgb
+
+    def put(self, item: Frame, timeout: float | None = None) -> bool:
+        """Send ``item``'s slot (or copy it into one first) and tell the parent; False if no slot
+        came in ``timeout``."""
+        if self._skip:
+            self._skip -= 1
+            return True
+        rgb = item.rgb
+        if rgb is None:
+            raise SourceError("a decoder child can only pass host (RGB) frames")
+        height, width = rgb.shape[:2]
+        pending, self._pending = self._pending, None
+        if pending is not None and pending[0] is rgb:
+            _, generation, slot = pending
+        else:
+            if pending is not None:  # a slot converted into but never put: free it again
+                self.grant(Grant(pending[1], (pending[2],)))
+            if self._drop_next:  # rgb_of found no free slot: counted as dropped there
+                self._drop_next = False
+                return True
+            taken = self._take_slot(frame_bytes(height, width), timeout)
+            if not isinstance(taken, tuple):
+                if taken:
+                    self._dropped += 1
+                return taken
+            mm, generation, slot = taken
+            np.copyto(slot_view(mm, slot * self._slot_bytes, height, width), rgb)
         dropped, self._dropped = self._dropped, 0
         self._send(FrameReady(generation, slot, height, width, item.meta.pts_seconds, dropped))
         return True
@@ -249,6 +309,8 @@ def child_main(
         return
     send(Opened(source.clock.fps, source.status.total_frames))
     writer = SlotWriter(send, spec.policy, skip, pool_coming)
+    if isinstance(source, AvSource):
+        source.rgb_of = writer.rgb_of  # decode straight into the slots
     stop = threading.Event()
     threading.Thread(
         target=_control, args=(conn, send, source, writer, stop), name="control", daemon=True

@@ -1,21 +1,28 @@
-"""Benchmark of ``stream-pipeline serve --ray``: control latency, first result, re-placement, RSS.
+#!/usr/bin/env python3
+"""Benchmark of ``stream-pipeline serve --ray`` on a real cluster on this machine.
 
-Runs against a service that is already up with ``--ray`` (and its cluster), from the same machine
-or network namespace (the RSS figures read ``/proc``; the node kill is a shell command you give):
+    sudo .venv/bin/python scripts/bench_ray.py --runs 3 --sources 8
+    sudo .venv/bin/python scripts/bench_ray.py --runs 0 --soak-minutes 30 --kill-actor-every 300
 
-    .venv/bin/python scripts/bench_ray.py --url http://127.0.0.1:8080 --sources 4 \
-        --ray 127.0.0.1:6390 --kill-node-cmd 'kill -9 $(pgrep -f -- --node_manager_port=6410)' \
-        --minutes 5 --runs 3
+The script re-executes itself in a private network + PID namespace (``unshare``, needs root) and
+starts the cluster the tests use there (``tests/support/raycluster.py``: a head and two worker
+nodes with a fake GPU and one ``stream_pipeline`` slot each, token auth) and a ``serve --ray``
+process (``tests/cluster/service.py``). Per health-check setting (Ray's default, and the tuned
+``RAY_health_check_*`` of docs/scale-out.md on the head), each run:
 
-Per run: one job with ``--sources`` endless, camera-paced synthetic sources is created; measured are
-the time from ``POST /jobs`` to the first frame of the first and of every source, the p50/p99 of
-``GET /jobs/{id}`` and ``GET /cluster`` while they run, the p50/p99 of ``status()`` round trips to
-each actor (a second Ray driver, with ``--ray``), and, with ``--kill-node-cmd``, the time until
-every source that ran on the killed node runs (frames growing) on another one. ``--minutes``
-samples the RSS of the head, node, actor and service processes every 10 s, and with
-``--kill-actor-every S`` SIGKILLs one actor process every S seconds meanwhile (restarts).
-Prints one JSON object per run and the medians over runs. Needs ``RAY_AUTH_MODE`` /
-``RAY_AUTH_TOKEN`` in the environment as the cluster has them, for ``--ray``.
+1. ``POST /jobs`` with ``--sources`` camera-paced synthetic sources (5 fps, 160×96) and a JSONL
+   sink: seconds until the first line of the first source's file, and of every source's.
+2. Under that load: p50/p99 of ``GET /jobs/{id}`` and ``GET /cluster`` (``--polls`` calls each)
+   and of ``status()`` round trips to each actor from a second driver (this process).
+3. ``kill -9`` of the raylet of the node running the most sources: seconds until every source it
+   ran streams again (frames growing) on the other actor. A replacement node then joins.
+
+``--soak-minutes`` (tuned health checks): one job of ``--sources`` sources runs that long while
+the RSS of the head's processes, each node's, each actor's and the service's is sampled every
+10 s, and with ``--kill-actor-every S`` one actor process is SIGKILLed every S seconds.
+
+Prints one JSON object per run, then medians (runs interleave nothing: each setting has its own
+cluster). ``--json PATH`` also writes everything there.
 """
 
 from __future__ import annotations
@@ -26,209 +33,240 @@ import os
 import signal
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-class Api:
-    """The few HTTP calls the benchmark makes (stdlib only: it must not load the service's code)."""
+from tests.cluster.service import RayServe, actors, sources, until  # noqa: E402
+from tests.support.raycluster import (  # noqa: E402
+    HEAD_PORTS,
+    HEALTH_CHECK_ENV,
+    RayCluster,
+    in_cluster_namespace,
+    proc_table,
+)
 
-    def __init__(self, url: str, token: str | None) -> None:
-        self.url = url.rstrip("/")
-        self.headers = {"content-type": "application/json"}
-        if token:
-            self.headers["authorization"] = f"Bearer {token}"
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data, self.headers, method=method)
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return json.loads(r.read() or b"null")
+LIVE = "synthetic://street?frames=0&realtime=1&fps=5&width=160&height=96"
 
 
 def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, round(q * (len(s) - 1)))]
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 def timed(fn: Any, n: int) -> dict[str, float]:
     """p50/p99 in ms of ``n`` sequential calls of ``fn``."""
     took = []
     for _ in range(n):
-        t = time.perf_counter()
+        start = time.perf_counter()
         fn()
-        took.append((time.perf_counter() - t) * 1000)
+        took.append((time.perf_counter() - start) * 1000)
     return {"p50_ms": round(pct(took, 0.5), 2), "p99_ms": round(pct(took, 0.99), 2)}
 
 
-def spec(n: int, run: int) -> dict[str, Any]:
-    tag = f"{os.getpid()}-{run}"
+def job_spec(n: int, tag: str) -> dict[str, Any]:
     return {
-        "name": f"bench-ray-{tag}",
+        "name": f"bench-{tag}",
         "model": "default",
-        "sources": [
-            {"id": f"b{tag}-{i}", "url": "synthetic://street?frames=0&realtime=1&fps=10"}
-            for i in range(n)
-        ],
-        "sinks": [{"type": "jsonl", "path": f"bench-ray/{tag}.jsonl"}],
+        "sources": [{"id": f"{tag}-{i}", "url": LIVE} for i in range(n)],
+        "sinks": [{"type": "jsonl", "path": f"bench/{tag}.jsonl", "with_masks": False}],
     }
 
 
-def frames(job: dict[str, Any]) -> dict[str, int]:
-    return {s["id"]: int(s.get("frames") or 0) for s in job["sources"]}
+def first_lines(out: Path, tag: str, ids: list[str], t0: float) -> dict[str, float | None]:
+    """Seconds from ``t0`` to the first JSONL line of the first source, and of every source."""
+    seen: dict[str, float] = {}
+    deadline = t0 + 180
+    while len(seen) < len(ids) and time.time() < deadline:
+        for sid in ids:
+            path = out / "bench" / f"{tag}.{sid}.jsonl"
+            if sid not in seen and path.is_file() and b"\n" in path.read_bytes()[:65536]:
+                seen[sid] = time.time() - t0
+        time.sleep(0.02)
+    return {
+        "first_result_s": round(min(seen.values()), 2) if seen else None,
+        "every_source_s": round(max(seen.values()), 2) if len(seen) == len(ids) else None,
+    }
 
 
-def first_results(api: Api, job_id: str, t0: float, deadline: float) -> dict[str, float | None]:
-    first = every = None
-    while time.time() < deadline and every is None:
-        got = frames(api.call("GET", f"/jobs/{job_id}"))
-        if first is None and any(got.values()):
-            first = time.time() - t0
-        if all(got.values()):
-            every = time.time() - t0
-        time.sleep(0.05)
-    return {"first_source_s": first, "every_source_s": every}
+def actor_rtt(address: str, names: list[str], n: int) -> dict[str, dict[str, float]]:
+    import ray
 
-
-def actor_rtt(address: str, namespace: str, names: list[str], n: int) -> dict[str, Any]:
-    import ray  # only for --ray: the rest of the benchmark is plain HTTP
-
-    ray.init(address=address, namespace=namespace, log_to_driver=False)
+    if not ray.is_initialized():
+        ray.init(address=address, namespace="stream-pipeline", log_to_driver=False)
     out = {}
     for name in names:
-        h = ray.get_actor(name)
-        out[name] = timed(lambda h=h: ray.get(h.status.remote(), timeout=10), n)
-    ray.shutdown()
+        handle = ray.get_actor(name)
+        out[name] = timed(lambda h=handle: ray.get(h.status.remote(), timeout=10), n)
     return out
 
 
-def replacement(api: Api, job_id: str, cmd: str, deadline: float) -> dict[str, Any]:
-    """Kill a node with ``cmd``; seconds until each source it ran runs again elsewhere."""
-    job = api.call("GET", f"/jobs/{job_id}")
-    before = {s["id"]: s.get("node") for s in job["sources"]}
+def node_loss(cluster: RayCluster, serve: RayServe, job_id: str) -> dict[str, Any]:
+    """Kill the node running the most sources; seconds until each streams again elsewhere."""
+    before = sources(serve, job_id)
+    count: dict[str, int] = {}
+    for s in before.values():
+        count[s["actor"]] = count.get(s["actor"], 0) + 1
+    victim = max(count, key=lambda a: count[a])
+    moved = {sid for sid, s in before.items() if s["actor"] == victim}
+    node = actors(serve)[victim]["node"]
+    index = next(
+        cluster.worker_index(n.node_manager_port) for n in cluster.nodes() if n.node_id == node
+    )
     t0 = time.time()
-    subprocess.run(cmd, shell=True, check=False)
-    moved: dict[str, float] = {}
-    lost: set[str] = set()
-    seen: dict[str, int] = {}
-    killed_node = None
-    while time.time() < deadline:
-        job = api.call("GET", f"/jobs/{job_id}")
-        for s in job["sources"]:
-            if s.get("node") != before[s["id"]] and before[s["id"]] is not None:
-                killed_node = before[s["id"]]
-                lost.add(s["id"])
-                # it counts once its frames grow on the new node
-                if s["id"] not in seen:
-                    seen[s["id"]] = int(s.get("frames") or 0)
-                elif int(s.get("frames") or 0) > seen[s["id"]] and s["id"] not in moved:
-                    moved[s["id"]] = round(time.time() - t0, 2)
-        if killed_node is not None:
-            lost |= {sid for sid, node in before.items() if node == killed_node}
-            if lost and lost <= moved.keys():
-                break
+    cluster.kill_worker(index)
+    back: dict[str, float] = {}
+    frames: dict[str, int] = {}
+    while len(back) < len(moved) and time.time() - t0 < 120:
+        for sid, s in sources(serve, job_id).items():
+            if sid in moved and sid not in back and s["actor"] not in (None, victim):
+                if sid in frames and s["frames"] > frames[sid]:
+                    back[sid] = round(time.time() - t0, 2)
+                frames.setdefault(sid, s["frames"])
         time.sleep(0.1)
+    cluster.add_worker()
+    until(
+        lambda: actors(serve),
+        lambda a: sum(x["alive"] for x in a.values()) == 2,
+        120, "the replacement node's actor alive",
+    )  # fmt: skip
     return {
-        "sources_on_killed_node": len(lost),
-        "replaced_s": sorted(moved.values()),
-        "all_replaced_s": max(moved.values()) if lost and lost <= moved.keys() else None,
+        "moved_sources": len(moved),
+        "all_back_s": max(back.values()) if len(back) == len(moved) else None,
+        "first_back_s": min(back.values()) if back else None,
     }
 
 
-ROLES = {
-    "gcs_server": "head",
-    "monitor.py": "head",
-    "dashboard.py": "head",
-    "raylet": "node",
-    "log_monitor": "node",
-    "dashboard/agent": "node",
-    "runtime_env/agent": "node",
-    "ray::": "actor",
-    "stream-pipeline serve": "service",
-}
-
-
-def rss_sample() -> dict[str, float]:
-    """MiB of RSS per role, summed over this machine's (namespace's) processes."""
-    out = dict.fromkeys(set(ROLES.values()), 0.0)
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            rss = next(
-                int(ln.split()[1])
-                for ln in (d / "status").read_text().splitlines()
-                if ln.startswith("VmRSS:")
-            )
-        except (OSError, StopIteration):
-            continue
-        for key, role in ROLES.items():
-            if key in cmd:
-                out[role] += rss / 1024
-                break
-    return {k: round(v, 1) for k, v in out.items()}
-
-
-def actor_pids() -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if (d / "cmdline").read_bytes().startswith(b"ray::StreamWorker"):
-                    found.append(int(d.name))
-            except OSError:
-                continue
-    return found
-
-
-def soak(minutes: float, kill_every: float | None) -> dict[str, Any]:
-    samples = []
-    kills = 0
-    t0 = last_kill = time.time()
-    while time.time() - t0 < minutes * 60:
-        samples.append(rss_sample())
-        if kill_every and time.time() - last_kill >= kill_every and (pids := actor_pids()):
-            os.kill(pids[0], signal.SIGKILL)
-            kills += 1
-            last_kill = time.time()
-        time.sleep(10)
-    roles = samples[0].keys() if samples else []
-    return {
-        "minutes": minutes,
-        "actor_kills": kills,
-        "rss_first_mib": samples[0] if samples else {},
-        "rss_last_mib": samples[-1] if samples else {},
-        "rss_max_mib": {r: max(s[r] for s in samples) for r in roles},
-    }
-
-
-def one_run(a: argparse.Namespace, api: Api, run: int) -> dict[str, Any]:
+def one_run(
+    a: argparse.Namespace, cluster: RayCluster, serve: RayServe, out: Path, run: str
+) -> dict[str, Any]:
+    tag = f"r{run}"
     res: dict[str, Any] = {"run": run, "sources": a.sources}
     t0 = time.time()
-    job = api.call("POST", "/jobs", spec(a.sources, run))
-    res["post_s"] = round(time.time() - t0, 3)
-    res |= first_results(api, job["id"], t0, t0 + 120)
-    res["get_job"] = timed(lambda: api.call("GET", f"/jobs/{job['id']}"), a.polls)
-    res["get_cluster"] = timed(lambda: api.call("GET", "/cluster"), a.polls)
-    cluster = api.call("GET", "/cluster")
-    res["actors"] = len(cluster["actors"])
-    res["nodes"] = len(cluster["nodes"])
-    if a.ray:
-        names = [x["name"] for x in cluster["actors"] if x.get("alive")]
-        res["actor_status"] = actor_rtt(a.ray, a.ray_namespace, names, a.polls)
-    if a.minutes:
-        res["soak"] = soak(a.minutes, a.kill_actor_every)
-    if a.kill_node_cmd and run == a.runs:  # the last run: a lost node stays lost
-        res["node_loss"] = replacement(api, job["id"], a.kill_node_cmd, time.time() + 120)
-    api.call("DELETE", f"/jobs/{job['id']}")
+    created = serve.client.post("/jobs", json=job_spec(a.sources, tag))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    res["post_ms"] = round((time.time() - t0) * 1000, 1)
+    ids = [s["id"] for s in created.json()["sources"]]
+    res |= first_lines(out, tag, ids, t0)
+    res["get_job"] = timed(lambda: serve.client.get(f"/jobs/{job_id}"), a.polls)
+    res["get_cluster"] = timed(lambda: serve.client.get("/cluster"), a.polls)
+    alive = [n for n, x in actors(serve).items() if x["alive"]]
+    res["actor_status"] = actor_rtt(cluster.address, alive, a.polls)
+    res["node_loss"] = node_loss(cluster, serve, job_id)
+    serve.client.delete(f"/jobs/{job_id}")
     return res
 
 
+def roles(serve_pid: int) -> dict[int, str]:
+    """pid → head | node-<port> | actor | service, from the process tree."""
+    table = proc_table()
+    out: dict[int, str] = {}
+    raylets = {}
+    for pid, (_, argv) in table.items():
+        cmd = " ".join(argv)
+        if "raylet" in argv[0]:
+            port = next(
+                (x.split("=", 1)[1] for x in argv if x.startswith("--node_manager_port=")), "?"
+            )
+            raylets[pid] = "head" if port == str(HEAD_PORTS.node_manager) else f"node-{port}"
+        if argv[0].startswith("ray::WorkerActor"):
+            out[pid] = "actor"
+        elif any(k in cmd for k in ("gcs_server", "monitor.py", "dashboard.py")):
+            out[pid] = "head"
+    for pid in table:
+        if pid in out:
+            continue
+        walk = pid
+        while walk in table and walk not in raylets and walk != serve_pid:
+            walk = table[walk][0]
+        if walk == serve_pid:
+            out[pid] = "service"
+        elif walk in raylets:
+            out[pid] = raylets[walk]
+    out.update(raylets)
+    return out
+
+
+def rss_by_role(serve_pid: int) -> dict[str, float]:
+    """MiB of RSS summed per role (actors one by one too)."""
+    totals: dict[str, float] = {}
+    for pid, role in roles(serve_pid).items():
+        try:
+            text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        kib = next((int(x.split()[1]) for x in text.splitlines() if x.startswith("VmRSS:")), 0)
+        key = "node" if role.startswith("node-") else role
+        totals[key] = totals.get(key, 0.0) + kib / 1024
+    return {k: round(v, 1) for k, v in sorted(totals.items())}
+
+
+def soak(a: argparse.Namespace, cluster: RayCluster, serve: RayServe) -> dict[str, Any]:
+    created = serve.client.post("/jobs", json=job_spec(a.sources, "soak"))
+    assert created.status_code == 201, created.text
+    job_id = created.json()["id"]
+    until(
+        lambda: sources(serve, job_id),
+        lambda s: all(x["frames"] > 0 for x in s.values()),
+        120, "every soak source streaming",
+    )  # fmt: skip
+    samples = []
+    kills = 0
+    t0 = last_kill = time.time()
+    while time.time() - t0 < a.soak_minutes * 60:
+        samples.append({"t_s": round(time.time() - t0), **rss_by_role(serve.proc.pid)})
+        if a.kill_actor_every and time.time() - last_kill >= a.kill_actor_every:
+            pids = [p for p, r in roles(serve.proc.pid).items() if r == "actor"]
+            if pids:
+                os.kill(pids[kills % len(pids)], signal.SIGKILL)
+                kills += 1
+            last_kill = time.time()
+        time.sleep(10)
+    final = sources(serve, job_id)
+    serve.client.delete(f"/jobs/{job_id}")
+    keys = sorted({k for s in samples for k in s if k != "t_s"})
+    return {
+        "minutes": a.soak_minutes,
+        "actor_kills": kills,
+        "sources_streaming_at_end": sum(s["state"] == "streaming" for s in final.values()),
+        "rss_first_mib": {k: samples[0].get(k) for k in keys},
+        "rss_last_mib": {k: samples[-1].get(k) for k in keys},
+        "rss_max_mib": {k: max(s.get(k, 0.0) for s in samples) for k in keys},
+        "samples": samples,
+    }
+
+
+def with_cluster(a: argparse.Namespace, tuned: bool, fn: Any) -> Any:
+    base = Path(tempfile.mkdtemp(prefix="bench-ray-"))
+    cluster = RayCluster(base / "ray", workers=2, health_checks=HEALTH_CHECK_ENV if tuned else {})
+    cluster.start()
+    serve: RayServe | None = None
+    try:
+        serve = RayServe(cluster.address, cluster.env, base / "state", base / "out")
+        until(
+            lambda: actors(serve),  # type: ignore[arg-type]
+            lambda x: sum(y["alive"] for y in x.values()) == 2,
+            120, "two actors alive",
+        )  # fmt: skip
+        return fn(cluster, serve, base / "out")
+    finally:
+        if serve is not None:
+            serve.close()
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+        cluster.stop()
+
+
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def med(path: list[str]) -> float | None:
+    def med(*path: str) -> float | None:
         vals = []
         for r in runs:
             v: Any = r
@@ -236,40 +274,79 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 v = v.get(k) if isinstance(v, dict) else None
             if isinstance(v, int | float):
                 vals.append(float(v))
-        return round(statistics.median(vals), 3) if vals else None
+        return round(statistics.median(vals), 2) if vals else None
 
+    rtt = [x for r in runs for x in r["actor_status"].values()]
     return {
-        "first_source_s": med(["first_source_s"]),
-        "every_source_s": med(["every_source_s"]),
-        "get_job_p50_ms": med(["get_job", "p50_ms"]),
-        "get_job_p99_ms": med(["get_job", "p99_ms"]),
-        "get_cluster_p50_ms": med(["get_cluster", "p50_ms"]),
-        "get_cluster_p99_ms": med(["get_cluster", "p99_ms"]),
+        "post_ms": med("post_ms"),
+        "first_result_s": med("first_result_s"),
+        "every_source_s": med("every_source_s"),
+        "get_job_p50_ms": med("get_job", "p50_ms"),
+        "get_job_p99_ms": med("get_job", "p99_ms"),
+        "get_cluster_p50_ms": med("get_cluster", "p50_ms"),
+        "get_cluster_p99_ms": med("get_cluster", "p99_ms"),
+        "actor_status_p50_ms": statistics.median(x["p50_ms"] for x in rtt) if rtt else None,
+        "actor_status_p99_ms": statistics.median(x["p99_ms"] for x in rtt) if rtt else None,
+        "node_loss_all_back_s": med("node_loss", "all_back_s"),
+        "node_loss_first_back_s": med("node_loss", "first_back_s"),
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--url", default="http://127.0.0.1:8080")
-    ap.add_argument("--token", default=os.environ.get("STREAM_PIPELINE_TOKEN"))
-    ap.add_argument("--sources", type=int, default=4, help="sources of the benchmark job")
+    ap.add_argument("--runs", type=int, default=3, help="runs per health-check setting")
+    ap.add_argument("--sources", type=int, default=8)
     ap.add_argument("--polls", type=int, default=200, help="calls per latency figure")
-    ap.add_argument("--ray", default=None, help="GCS address, for actor status() round trips")
-    ap.add_argument("--ray-namespace", default="stream-pipeline")
-    ap.add_argument("--kill-node-cmd", default=None, help="shell command that kills one node")
-    ap.add_argument("--minutes", type=float, default=0.0, help="RSS sampling per run")
-    ap.add_argument("--kill-actor-every", type=float, default=None, help="seconds, during it")
-    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--health", default="default,tuned", help="settings to run, comma-separated")
+    ap.add_argument("--soak-minutes", type=float, default=0.0)
+    ap.add_argument("--kill-actor-every", type=float, default=None, help="seconds, in the soak")
+    ap.add_argument("--json", default=None, help="also write everything to this file")
     a = ap.parse_args()
-    if a.sources < 1 or a.polls < 1 or a.runs < 1:
-        raise SystemExit("--sources, --polls and --runs must be ≥ 1")
-    api = Api(a.url, a.token)
-    runs = []
-    for run in range(1, a.runs + 1):
-        r = one_run(a, api, run)
-        print(json.dumps(r), flush=True)
-        runs.append(r)
-    print(json.dumps({"medians": medians(runs)}))
+    if a.sources < 1 or a.polls < 1 or a.runs < 0:
+        raise SystemExit("bench_ray: --sources and --polls must be ≥ 1, --runs ≥ 0")
+    if not in_cluster_namespace():
+        if os.geteuid() != 0:
+            raise SystemExit("bench_ray: needs root (it runs the cluster under unshare)")
+        env = os.environ | {
+            "SP_RAY_NETNS": "1",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": os.urandom(32).hex(),
+            "RAY_USAGE_STATS_ENABLED": "0",
+        }
+        inner = "ip link set lo up && " + " ".join(
+            [sys.executable, str(Path(__file__).resolve()), *map(_quote, sys.argv[1:])]
+        )
+        done = subprocess.run(
+            ["unshare", "-n", "-p", "-f", "--mount-proc", "bash", "-c", inner],
+            env=env, check=False,
+        )  # fmt: skip
+        raise SystemExit(done.returncode)
+    report: dict[str, Any] = {"sources": a.sources, "settings": {}}
+    for setting in [s for s in a.health.split(",") if s] if a.runs else []:
+        runs = []
+        for run in range(a.runs):
+            tag = f"{setting}{run}"
+
+            def go(cluster: RayCluster, serve: RayServe, out: Path, tag: str = tag) -> Any:
+                return one_run(a, cluster, serve, out, tag)
+
+            result = with_cluster(a, setting == "tuned", go)
+            print(json.dumps({"health": setting, **result}), flush=True)
+            runs.append(result)
+        report["settings"][setting] = {"runs": runs, "medians": medians(runs)}
+        print(json.dumps({"health": setting, "medians": medians(runs)}), flush=True)
+    if a.soak_minutes:
+        report["soak"] = with_cluster(a, True, lambda c, s, o: soak(a, c, s))
+        brief = {k: v for k, v in report["soak"].items() if k != "samples"}
+        print(json.dumps({"soak": brief}), flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=1))
+
+
+def _quote(arg: str) -> str:
+    import shlex
+
+    return shlex.quote(arg)
 
 
 if __name__ == "__main__":

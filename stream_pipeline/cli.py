@@ -193,6 +193,32 @@ def _add_serve_parser(sub: Any) -> None:
     jobs.add_argument(
         "--max-sources", type=int, default=None, help="most sources over all running jobs"
     )
+    cluster = serve.add_argument_group("scale-out on Ray (docs/scale-out.md)")
+    cluster.add_argument(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run the jobs' sources on the actors of this Ray cluster (host:port or auto)",
+    )
+    cluster.add_argument(
+        "--ray-namespace", default="stream-pipeline", help="the actors' Ray namespace"
+    )
+    cluster.add_argument(
+        "--ray-max-sources", type=int, default=None, help="most sources per actor (per GPU)"
+    )
+    cluster.add_argument(
+        "--ray-liveness-timeout",
+        type=float,
+        default=10.0,
+        help="seconds without a status answer before an actor's sources move (default: 10)",
+    )
+    cluster.add_argument(
+        "--ray-controller-url",
+        default=None,
+        metavar="URL",
+        help="this service as the actors reach it, to fetch their assignment "
+        "(default: http://HOST:PORT)",
+    )
     _add_model_args(serve.add_argument_group("model"))
 
 
@@ -625,8 +651,10 @@ def _jobs_config(args: argparse.Namespace) -> Any:
     if args.max_sources is not None and args.max_sources < 1:
         raise ConfigError(f"--max-sources must be ≥ 1, got {args.max_sources}")
     if args.state_dir is None:
-        if args.output_dir is not None or args.jobs is not None:
-            raise ConfigError("--output-dir and --jobs are for the jobs API: give --state-dir too")
+        if args.output_dir is not None or args.jobs is not None or args.ray is not None:
+            raise ConfigError(
+                "--output-dir, --jobs and --ray are for the jobs API: give --state-dir too"
+            )
         return None
     from stream_pipeline.jobs.declare import load_jobs_file
     from stream_pipeline.jobs.supervisor import JobsConfig
@@ -637,7 +665,36 @@ def _jobs_config(args: argparse.Namespace) -> Any:
         Path(args.output_dir or "outputs"),
         declared=declared,
         max_sources=args.max_sources,
+        cluster=_ray_config(args),
     )
+
+
+def _ray_config(args: argparse.Namespace) -> Any:
+    """``--ray``'s settings (None without it); Ray itself is imported only once serving."""
+    if args.ray is None:
+        return None
+    import os
+
+    from stream_pipeline.cluster.config import RayConfig
+
+    if os.environ.get("RAY_AUTH_MODE") != "token":
+        raise ConfigError(
+            "--ray: set RAY_AUTH_MODE=token (and RAY_AUTH_TOKEN) for the service, as for every "
+            "node of the cluster: an unauthenticated cluster runs whatever reaches its ports"
+        )
+    config = RayConfig(
+        address=args.ray,
+        namespace=args.ray_namespace,
+        max_sources=args.ray_max_sources,
+        liveness_timeout=args.ray_liveness_timeout,
+        fetch_url=args.ray_controller_url,  # None: this service's bound address (serve.py)
+        token=args.token or read_environment().token,
+    )
+    try:
+        config.validate()
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return config
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

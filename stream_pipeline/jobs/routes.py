@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
@@ -33,7 +33,15 @@ from stream_pipeline.jobs.supervisor import (
 from stream_pipeline.logs import redact_credentials, set_ids
 from stream_pipeline.server.auth import check_token
 
-__all__ = ["create_jobs_app", "install_jobs", "jobs_router", "not_ready", "validation_error"]
+__all__ = [
+    "control_routes",
+    "create_jobs_app",
+    "install_jobs",
+    "jobs_router",
+    "not_ready",
+    "run_control",
+    "validation_error",
+]
 
 
 def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRouter:
@@ -97,44 +105,10 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
         job_id: str, request: Request, action: Callable[[JobRunner], Any]
     ) -> JobStatus:
         runner = job(request, job_id)
-        try:
-            await action(runner)
-        except JobConflict as exc:
-            raise HTTPException(409, str(exc)) from None
-        except UnknownJob as exc:
-            raise HTTPException(404, exc.args[0]) from None
-        except SourceError as exc:
-            # A hot-added source that cannot be opened (missing file, 401): the request's fault,
-            # and the job goes on without it.
-            raise HTTPException(422, f"url: {runner.message(exc)}") from None
-        except ConfigError as exc:
-            raise HTTPException(422, runner.message(exc)) from None
+        await run_control(action(runner), runner.message)
         return runner.status()
 
-    @router.post("/jobs/{job_id}/pause", response_model=JobStatus)
-    async def pause(job_id: str, request: Request) -> JobStatus:
-        """Pause: sources stop, sinks stay open."""
-        return await control(job_id, request, lambda r: r.pause())
-
-    @router.post("/jobs/{job_id}/resume", response_model=JobStatus)
-    async def resume(job_id: str, request: Request) -> JobStatus:
-        """Resume a paused job."""
-        return await control(job_id, request, lambda r: r.resume())
-
-    @router.delete("/jobs/{job_id}", response_model=JobStatus)
-    async def stop(job_id: str, request: Request) -> JobStatus:
-        """Stop the job; its sinks are flushed and closed when this answers."""
-        return await control(job_id, request, lambda r: r.stop())
-
-    @router.post("/jobs/{job_id}/sources", status_code=201, response_model=JobStatus)
-    async def add_source(job_id: str, source: SourceSpecModel, request: Request) -> JobStatus:
-        """Hot-add a source to the job."""
-        return await control(job_id, request, lambda r: r.add_source(source))
-
-    @router.delete("/jobs/{job_id}/sources/{source_id}", response_model=JobStatus)
-    async def remove_source(job_id: str, source_id: str, request: Request) -> JobStatus:
-        """Hot-remove a source (its buffered frames finish)."""
-        return await control(job_id, request, lambda r: r.remove_source(source_id))
+    control_routes(router, control)
 
     @router.get("/jobs/{job_id}/results")
     async def results(job_id: str, request: Request) -> StreamingResponse:
@@ -161,6 +135,57 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
         return JSONResponse({"status": "not ready", "reason": redact_credentials(reason)}, 503)
 
     return router
+
+
+Control = Callable[[str, Request, Callable[[Any], Any]], Awaitable[JobStatus]]
+
+
+def control_routes(router: APIRouter, control: Control) -> None:
+    """Pause, resume, stop and hot add/remove of a source on ``router``: each runs ``control``
+    (find the job, apply the action, answer its status), the same for the jobs service and
+    ``serve --ray``."""
+
+    @router.post("/jobs/{job_id}/pause", response_model=JobStatus)
+    async def pause(job_id: str, request: Request) -> JobStatus:
+        """Pause: sources stop, sinks stay open."""
+        return await control(job_id, request, lambda r: r.pause())
+
+    @router.post("/jobs/{job_id}/resume", response_model=JobStatus)
+    async def resume(job_id: str, request: Request) -> JobStatus:
+        """Resume a paused job."""
+        return await control(job_id, request, lambda r: r.resume())
+
+    @router.delete("/jobs/{job_id}", response_model=JobStatus)
+    async def stop(job_id: str, request: Request) -> JobStatus:
+        """Stop the job; its sinks are flushed and closed when this answers."""
+        return await control(job_id, request, lambda r: r.stop())
+
+    @router.post("/jobs/{job_id}/sources", status_code=201, response_model=JobStatus)
+    async def add_source(job_id: str, source: SourceSpecModel, request: Request) -> JobStatus:
+        """Hot-add a source to the job."""
+        return await control(job_id, request, lambda r: r.add_source(source))
+
+    @router.delete("/jobs/{job_id}/sources/{source_id}", response_model=JobStatus)
+    async def remove_source(job_id: str, source_id: str, request: Request) -> JobStatus:
+        """Hot-remove a source (its buffered frames finish)."""
+        return await control(job_id, request, lambda r: r.remove_source(source_id))
+
+
+async def run_control(action: Awaitable[Any], message: Callable[[BaseException], str]) -> None:
+    """Await a job's control ``action``, its refusals as HTTP errors (409, 404, 422);
+    ``message`` words an error as the job does (credentials redacted)."""
+    try:
+        await action
+    except JobConflict as exc:
+        raise HTTPException(409, str(exc)) from None
+    except UnknownJob as exc:
+        raise HTTPException(404, exc.args[0]) from None
+    except SourceError as exc:
+        # A hot-added source that cannot be opened (missing file, 401): the request's fault,
+        # and the job goes on without it.
+        raise HTTPException(422, f"url: {message(exc)}") from None
+    except ConfigError as exc:
+        raise HTTPException(422, message(exc)) from None
 
 
 def not_ready(
@@ -262,7 +287,13 @@ def create_jobs_app(engine: Engine, config: JobsConfig, token: str | None = None
 
 def install_jobs(app: FastAPI, engine: Engine, config: JobsConfig, token: str | None) -> None:
     """Add the jobs routes to ``app``, with 422s that name each field (the server app's one
-    line for the jobs service)."""
+    line for the jobs service); with ``config.cluster`` (``serve --ray``) those of the cluster's
+    controller instead."""
+    if config.cluster is not None:
+        from stream_pipeline.cluster.routes import install_cluster_jobs
+
+        install_cluster_jobs(app, config, token)
+        return
     app.include_router(jobs_router(engine, config, token))
 
     @app.exception_handler(RequestValidationError)

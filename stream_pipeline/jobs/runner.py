@@ -28,7 +28,7 @@ from stream_pipeline.engine import (
 from stream_pipeline.errors import SourceError
 from stream_pipeline.jobs.outage import Outages
 from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
-from stream_pipeline.jobs.settings import JobConflict, UnknownJob
+from stream_pipeline.jobs.settings import JobConflict, spec_without
 from stream_pipeline.jobs.spec import (
     JobStatus,
     SourceSpecModel,
@@ -355,13 +355,7 @@ class JobRunner:
     async def remove_source(self, source_id: str) -> None:
         """Hot-remove a source (its buffered frames finish)."""
         async with self.control:
-            if not any(s.id == source_id for s in self.spec.sources):
-                raise UnknownJob(f"no source {source_id!r} in job {self.id}")
-            if len(self.spec.sources) == 1:
-                raise JobConflict("a job keeps at least one source: DELETE the job to stop it")
-            spec = self.spec.model_copy(
-                update={"sources": [s for s in self.spec.sources if s.id != source_id]}
-            )
+            spec = spec_without(self.id, self.spec, source_id)
             self.spec = spec
             await self.sup.store.aset_spec(self.id, spec)
             if source_id in self.handles:

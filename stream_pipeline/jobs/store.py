@@ -2,10 +2,11 @@
 
 It holds each job's spec (as submitted: ``${ENV}`` references unexpanded), its state and error,
 per-sink checkpoints (the last frame id a file sink made durable, per source), the outages of
-live sources across service restarts, and the service's heartbeat (when it was last alive, from
-which the next start measures how long it was down). Every call
-is synchronous and short; the supervisor runs them off the event loop through the ``a*``
-wrappers (``asyncio.to_thread``), one at a time under a lock, on one connection.
+live sources across service restarts, with ``serve --ray`` the actor each source is placed on
+(the truth the controller re-reads when it starts), and the service's heartbeat (when it was
+last alive, from which the next start measures how long it was down). Every call is
+synchronous and short; the supervisor runs them off the event loop through the ``a*`` wrappers
+(``asyncio.to_thread``), one at a time under a lock, on one connection.
 """
 
 from __future__ import annotations
@@ -45,6 +46,13 @@ CREATE TABLE IF NOT EXISTS outages (
     source_id TEXT NOT NULL,
     count INTEGER NOT NULL,
     seconds REAL NOT NULL,
+    PRIMARY KEY (job_id, source_id)
+);
+CREATE TABLE IF NOT EXISTS placements (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    source_id TEXT NOT NULL,
+    actor TEXT,
+    done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (job_id, source_id)
 );
 CREATE TABLE IF NOT EXISTS heartbeat (
@@ -162,6 +170,43 @@ class JobStore:
             )
         return {(r[0], r[1]): int(r[2]) for r in rows}
 
+    # -- placements of sources on the actors of a Ray cluster (serve --ray) -----------------
+
+    def set_placement(self, job_id: str, source_id: str, actor: str | None) -> None:
+        """``source_id`` of ``job_id`` runs on ``actor`` (``None``: on none, not done)."""
+        with self._lock:
+            if actor is None:
+                self._conn().execute(
+                    "DELETE FROM placements WHERE job_id = ? AND source_id = ?",
+                    (job_id, source_id),
+                )
+            else:
+                self._conn().execute(
+                    "INSERT INTO placements VALUES (?, ?, ?, 0) ON CONFLICT (job_id, source_id)"
+                    " DO UPDATE SET actor = excluded.actor, done = 0",
+                    (job_id, source_id, actor),
+                )
+
+    def set_done(self, job_id: str, source_id: str) -> None:
+        """``source_id`` of ``job_id`` has ended (a file read to its end): never placed again."""
+        with self._lock:
+            self._conn().execute(
+                "INSERT INTO placements VALUES (?, ?, NULL, 1) ON CONFLICT (job_id, source_id)"
+                " DO UPDATE SET actor = NULL, done = 1",
+                (job_id, source_id),
+            )
+
+    def placements(self) -> dict[tuple[str, str], str | None]:
+        """``{(job_id, source_id): actor}`` of every placed source (``None``: done)."""
+        with self._lock:
+            rows = self._conn().execute("SELECT job_id, source_id, actor FROM placements")
+            return {(r[0], r[1]): r[2] for r in rows.fetchall()}
+
+    def delete(self, job_id: str) -> None:
+        """Forget a job and everything stored about it."""
+        with self._lock:  # its checkpoints, outages and placements go with it (ON DELETE CASCADE)
+            self._conn().execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
     # -- outages of live sources across restarts ----------------------------------------------
 
     def beat(self, now: float | None = None) -> None:
@@ -222,6 +267,14 @@ class JobStore:
     async def aset_checkpoint(self, job_id: str, sink: str, source_id: str, frame_id: int) -> None:
         """:meth:`set_checkpoint` in a thread."""
         await asyncio.to_thread(self.set_checkpoint, job_id, sink, source_id, frame_id)
+
+    async def aset_placement(self, job_id: str, source_id: str, actor: str | None) -> None:
+        """:meth:`set_placement` in a thread."""
+        await asyncio.to_thread(self.set_placement, job_id, source_id, actor)
+
+    async def aset_done(self, job_id: str, source_id: str) -> None:
+        """:meth:`set_done` in a thread."""
+        await asyncio.to_thread(self.set_done, job_id, source_id)
 
     async def abeat(self) -> None:
         """:meth:`beat` in a thread."""

@@ -108,8 +108,11 @@ class Supervisor:
                         f"source id {sorted(taken)[0]!r} is in use by job {runner.id}"
                     )
 
-    async def create(self, spec: JobSpec) -> JobRunner:
-        """Check what the spec alone cannot (paths after symlinks, ids in use); store; run."""
+    async def create(self, spec: JobSpec, job_id: str | None = None) -> JobRunner:
+        """Check what the spec alone cannot (paths after symlinks, ids in use); store; run.
+
+        ``job_id``: a given id (a ``serve --ray`` actor names its sub-jobs after their parts);
+        by default a fresh random one."""
         from stream_pipeline.jobs.spec import resolve_output
 
         for i, sink in enumerate(spec.sinks):
@@ -117,11 +120,17 @@ class Supervisor:
             if path is not None:
                 resolve_output(self.config.output_dir, path, f"sinks.{i}.path")
         self.check_free([s.id for s in spec.sources])
-        job_id = secrets.token_hex(4)
+        job_id = job_id or secrets.token_hex(4)
         runner = JobRunner(self, await self.store.ainsert(job_id, spec, "queued"))
         self.jobs[job_id] = runner
         self._launch(runner)
         return runner
+
+    async def forget(self, job_id: str) -> None:
+        """Drop an ended job from the service and its store (an actor's removed part)."""
+        runner = self.jobs.pop(job_id, None)
+        if runner is not None:
+            await asyncio.to_thread(self.store.delete, job_id)
 
     def get(self, job_id: str) -> JobRunner:
         """The job ``job_id``; :class:`UnknownJob` otherwise."""

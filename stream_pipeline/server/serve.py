@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -138,17 +139,17 @@ async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
                 spec, model=model, thresholds=config.thresholds, job=SERVE_JOB,
                 needs=HostNeeds(pixels=True),
             )  # fmt: skip
+        sock = _bind(config.host, config.port)
+        port = sock.getsockname()[1]
         settings = ServerSettings(
             model=model,
             thresholds=config.thresholds,
             token=config.token,
             ice_servers=config.ice_servers,
             opacity=config.opacity,
-            jobs=config.jobs,
+            jobs=_with_fetch_url(config.jobs, config.host, port),
         )
         app = create_app(engine, settings)
-        sock = _bind(config.host, config.port)
-        port = sock.getsockname()[1]
         server = _server(app)
         shown = f"[{config.host}]" if ":" in config.host else config.host
         line = f"serving on http://{shown}:{port}/ ({len(config.sources)} source(s)); Ctrl-C stops"
@@ -160,6 +161,19 @@ async def serve_forever(config: ServeConfig, model: SegmentationModel) -> None:
             await server.serve(sockets=[sock])
         finally:
             sock.close()
+
+
+def _with_fetch_url(jobs: Any, host: str, port: int) -> Any:
+    """With ``--ray`` and no ``--ray-controller-url``: the actors fetch their assignment from
+    the address this service is bound to (a wildcard host: loopback, for actors on this host)."""
+    cluster = getattr(jobs, "cluster", None)
+    if cluster is None or cluster.fetch_url is not None:
+        return jobs
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    return dataclasses.replace(jobs, cluster=dataclasses.replace(cluster, fetch_url=url))
 
 
 def serve(config: ServeConfig, model: SegmentationModel) -> int:

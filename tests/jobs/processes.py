@@ -14,6 +14,23 @@ from typing import Any
 import httpx
 
 
+def wait_serving(proc: subprocess.Popen[bytes], deadline: float) -> str:
+    """The URL of a ``serve`` process once its stderr says "serving on"; an AssertionError with
+    what it wrote if it exits or says nothing by ``deadline``."""
+    assert proc.stderr is not None
+    seen = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+        if ready:
+            line = proc.stderr.readline()
+            seen += line
+            if line.startswith(b"serving on "):
+                return line.split()[2].decode().rstrip("/")
+        if proc.poll() is not None:
+            break
+    raise AssertionError(f"serve did not start: {seen.decode(errors='replace')}")
+
+
 class Serve:
     """One ``stream-pipeline serve`` process group on a free loopback port."""
 
@@ -26,22 +43,11 @@ class Serve:
         self.proc = subprocess.Popen(
             cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, start_new_session=True
         )
-        self.url = self._wait_serving(deadline=time.monotonic() + 60)
-
-    def _wait_serving(self, deadline: float) -> str:
-        assert self.proc.stderr is not None
-        seen = b""
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stderr], [], [], 0.5)
-            if ready:
-                line = self.proc.stderr.readline()
-                seen += line
-                if line.startswith(b"serving on "):
-                    return line.split()[2].decode().rstrip("/")
-            if self.proc.poll() is not None:
-                break
-        self.kill()
-        raise AssertionError(f"serve did not start: {seen.decode(errors='replace')}")
+        try:
+            self.url = wait_serving(self.proc, deadline=time.monotonic() + 60)
+        except AssertionError:
+            self.kill()
+            raise
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal the whole process group (SIGKILL: a dead machine), and reap it."""

@@ -1,0 +1,30 @@
+"""``serve --ray``'s settings (no Ray import here: the CLI builds them before Ray is loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+__all__ = ["RayConfig"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RayConfig:
+    """Where the cluster is and how the controller drives its actors."""
+
+    address: str  # the head's GCS address (host:port) or "auto"
+    namespace: str = "stream-pipeline"
+    max_sources: int | None = None  # per actor; None: from the model's measured cost
+    liveness_timeout: float = 10.0  # seconds without a status answer before an actor is lost
+    poll_interval: float = 1.0  # seconds between status polls of each actor
+    call_timeout: float = 2.0  # seconds a status or apply call may take
+    fetch_url: str | None = None  # this service's URL, for actors to fetch their assignment
+    token: str | None = None  # its bearer token, when it has one
+
+    def validate(self) -> None:
+        """:class:`ValueError` naming the flag that is out of range."""
+        if self.max_sources is not None and self.max_sources < 1:
+            raise ValueError(f"--ray-max-sources must be ≥ 1, got {self.max_sources}")
+        if not self.liveness_timeout > 0:
+            raise ValueError(f"--ray-liveness-timeout must be > 0, got {self.liveness_timeout}")
+        if not self.namespace:
+            raise ValueError("--ray-namespace must not be empty")

@@ -133,17 +133,21 @@ class Controller:
         self._wake.set()
 
     def check_free(self, source_ids: list[str]) -> None:
-        """:class:`JobConflict` if an active job already has one of ``source_ids``."""
+        """:class:`JobConflict` if an active job already has one of ``source_ids``, or if they
+        would take the service beyond ``--max-sources``."""
+        limit = self.config.max_sources
+        if limit is not None:
+            running = sum(len(j.spec.sources) for j in self.jobs.values() if j.state not in ENDED)
+            if running + len(source_ids) > limit:
+                raise JobConflict(
+                    f"the service runs at most {limit} sources (--max-sources); "
+                    f"{running} are in use"
+                )
         for job in self.jobs.values():
             if job.state not in ENDED:
                 taken = {s.id for s in job.spec.sources} & set(source_ids)
                 if taken:
                     raise JobConflict(f"source id {sorted(taken)[0]!r} is in use by job {job.id}")
-
-    def capacity(self) -> int | None:
-        """Sources the cluster's actors take in all (None: no limit configured)."""
-        per = self.ray_config.max_sources
-        return None if per is None else per * max(len(self.actors), 1)
 
     async def create(self, spec: JobSpec) -> ClusterJob:
         """Check, store, and have it placed on the next round."""
@@ -254,7 +258,12 @@ class Controller:
                     "last_answer_age": None if view.last_ok is None else now - view.last_ok,
                 }
             )
-        return {"slots": self._slots, "error": self.error, "actors": actors}
+        return {
+            "slots": self._slots,
+            "max_sources_per_actor": self.ray_config.max_sources,
+            "error": self.error,
+            "actors": actors,
+        }
 
     def assignment(self, name: str) -> tuple[str, dict[str, str]]:
         """What actor ``name`` should run: (version, part id → spec JSON)."""

@@ -43,6 +43,7 @@ def cluster_router(config: JobsConfig, ray: RayConfig, token: str | None) -> API
             controller_url=ray.fetch_url,
             token=ray.token,
             isolate_decoders=config.isolate_decoders,
+            watch_parent=True,  # an actor whose raylet died stops its parts at once
         )
         controller = Controller(store, config, ray, settings)
         holder.append(controller)

@@ -52,6 +52,11 @@ class WorkerSettings:
     device: str = "auto"
     threads: int | None = None
     max_batch: int = 4
+    # A part must never run on two actors at once (a shared JSONL would get lines twice). An
+    # actor process outlives its raylet: it answers calls until Ray marks the node dead, 12 s
+    # with default health checks, and runs on after that. With ``watch_parent`` an actor whose
+    # raylet died (its parent process changed) stops its parts and exits at once.
+    watch_parent: bool = False
 
 
 class StreamWorker:
@@ -73,6 +78,8 @@ class StreamWorker:
         # Counts status snapshots: the controller keeps the newest of answers that arrive out
         # of order (a status call and an apply run concurrently).
         self._seq = 0
+        self._parent = os.getppid()
+        self._fence: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Open the engine and the local supervisor, then fetch the assignment if the service
@@ -96,6 +103,8 @@ class StreamWorker:
         )
         self.sup = Supervisor(self.engine, store, config)
         await self.sup.start()
+        if self.settings.watch_parent:
+            self._fence = asyncio.get_running_loop().create_task(self._fencing(), name="fence")
         if self.settings.controller_url:
             with contextlib.suppress(Exception):  # unreachable: the controller pushes instead
                 version, parts = await asyncio.to_thread(self._fetch)
@@ -139,6 +148,27 @@ class StreamWorker:
             self.version = version
         return self.status()
 
+    async def _fencing(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            if os.getppid() != self._parent:
+                log.error("actor %s: its raylet is gone: stopping its parts and exiting", self.name)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self._drop_all(), 5)
+                os._exit(1)  # Ray restarts it where a slot is free
+
+    async def _drop_all(self) -> None:
+        """Stop and forget every part; the next apply starts what is assigned then."""
+        sup = self.sup
+        assert sup is not None
+        async with self._apply:
+            for pid in list(sup.jobs):
+                runner = sup.jobs[pid]
+                if runner.state not in _ENDED:
+                    await runner.stop()
+                await sup.forget(pid)
+            self.version = ""  # differs from any assignment: the controller pushes again
+
     def status(self) -> dict[str, Any]:
         """The actor now: who and where, the applied version, and every part's job status."""
         sup = self.sup
@@ -163,6 +193,8 @@ class StreamWorker:
 
     async def aclose(self) -> None:
         """Stop the parts as a closing service does (resumable), close the engine."""
+        if self._fence is not None:
+            self._fence.cancel()
         if self.sup is not None:
             await self.sup.aclose()
         if self.engine is not None:

@@ -103,9 +103,12 @@ def test_eight_sources_move_off_a_dead_node(
 
     victim = next(iter(by_actor))
     moved = set(by_actor[victim])
-    node = actors(serve)[victim]["node"]
+    node, victim_pid = actors(serve)[victim]["node"], actors(serve)[victim]["pid"]
     frames_before = {sid: s["frames"] for sid, s in placed.items()}
     ray_cluster.kill_worker(_node_index(ray_cluster, node))
+    # The actor process outlives its raylet (Ray lets it run until the node is marked dead, and
+    # after): it sees its parent gone and exits, so its sources never run twice.
+    until(lambda: Path(f"/proc/{victim_pid}").exists(), lambda alive: not alive, 10, "it exits")
     after = until(
         lambda: sources(serve, job_id),
         lambda s: all(x["state"] == "streaming" and x["actor"] != victim for x in s.values())

@@ -14,7 +14,9 @@ process (``tests/cluster/service.py``). Per health-check setting (Ray's default,
    sink: seconds until the first line of the first source's file, and of every source's.
 2. Under that load: p50/p99 of ``GET /jobs/{id}`` and ``GET /cluster`` (``--polls`` calls each)
    and of ``status()`` round trips to each actor from a second driver (this process).
-3. ``kill -9`` of the raylet of the node running the most sources: seconds until every source it
+3. ``kill -9`` of the actor process running the most sources: seconds until they stream again
+   on its restarted process (same node).
+4. ``kill -9`` of the raylet of the node running the most sources: seconds until every source it
    ran streams again (frames growing) on the other actor. A replacement node then joins.
 
 ``--soak-minutes`` (tuned health checks): one job of ``--sources`` sources runs that long while
@@ -142,6 +144,32 @@ def node_loss(cluster: RayCluster, serve: RayServe, job_id: str) -> dict[str, An
     }
 
 
+def actor_kill(serve: RayServe, job_id: str) -> dict[str, Any]:
+    """SIGKILL the process of the actor running the most sources; seconds until they stream
+    again (frames growing) on its restarted process."""
+    before = sources(serve, job_id)
+    count: dict[str, int] = {}
+    for s in before.values():
+        count[s["actor"]] = count.get(s["actor"], 0) + 1
+    victim = max(count, key=lambda a: count[a])
+    ids = {sid for sid, s in before.items() if s["actor"] == victim}
+    pid = actors(serve)[victim]["pid"]
+    t0 = time.time()
+    os.kill(pid, signal.SIGKILL)
+    back: dict[str, float] = {}
+    while len(back) < len(ids) and time.time() - t0 < 60:
+        now = sources(serve, job_id)
+        if actors(serve)[victim]["pid"] not in (None, pid):
+            for sid in ids - back.keys():
+                if now[sid]["state"] == "streaming" and now[sid]["frames"] > 0:
+                    back[sid] = round(time.time() - t0, 2)
+        time.sleep(0.1)
+    return {
+        "sources": len(ids),
+        "all_back_s": max(back.values()) if len(back) == len(ids) else None,
+    }
+
+
 def one_run(
     a: argparse.Namespace, cluster: RayCluster, serve: RayServe, out: Path, run: str
 ) -> dict[str, Any]:
@@ -158,6 +186,7 @@ def one_run(
     res["get_cluster"] = timed(lambda: serve.client.get("/cluster"), a.polls)
     alive = [n for n, x in actors(serve).items() if x["alive"]]
     res["actor_status"] = actor_rtt(cluster.address, alive, a.polls)
+    res["actor_kill"] = actor_kill(serve, job_id)
     res["node_loss"] = node_loss(cluster, serve, job_id)
     serve.client.delete(f"/jobs/{job_id}")
     return res
@@ -287,6 +316,7 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "get_cluster_p99_ms": med("get_cluster", "p99_ms"),
         "actor_status_p50_ms": statistics.median(x["p50_ms"] for x in rtt) if rtt else None,
         "actor_status_p99_ms": statistics.median(x["p99_ms"] for x in rtt) if rtt else None,
+        "actor_kill_all_back_s": med("actor_kill", "all_back_s"),
         "node_loss_all_back_s": med("node_loss", "all_back_s"),
         "node_loss_first_back_s": med("node_loss", "first_back_s"),
     }

@@ -147,6 +147,9 @@ def test_pause_resume_hot_add_remove_and_stop_reach_the_actors(serve: RayServe) 
     assert added.status_code == 201, added.text
     both = until(lambda: sources(serve, job_id), lambda s: len(s) == 2 and streaming(s), 60, "l2")
     assert {s["actor"] for s in both.values()} == {"worker-0", "worker-1"}  # least loaded
+    metrics = serve.client.get("/metrics").text
+    assert 'stream_pipeline_actor_alive{actor="worker-0"} 1.0' in metrics
+    assert f'stream_pipeline_source_frames_total{{job="{job_id}",source="l2"}}' in metrics
     taken = serve.client.post(f"/jobs/{job_id}/sources", json={"id": "l2", "url": LIVE})
     assert taken.status_code == 409, taken.text
     paused = serve.client.post(f"/jobs/{job_id}/pause").json()

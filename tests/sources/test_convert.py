@@ -47,6 +47,11 @@ CASES = [
     ("ffv1", "yuv420p", 321, 241, "mkv"),  # odd width and height: chroma rounds up
     ("libx264", "yuv444p", 333, 201, "mp4"),
     ("ffv1", "yuv422p", 319, 240, "mkv"),
+    ("rawvideo", "nv12", 321, 241, "mkv"),  # semi-planar, as hardware-friendly decoders give
+    ("rawvideo", "gray", 64, 48, "mkv"),
+    ("rawvideo", "yuv411p", 320, 240, "mkv"),
+    ("ffv1", "yuv420p10le", 321, 241, "mkv"),  # 10-bit (HEVC Main 10 cameras)
+    ("ffv1", "bgr0", 64, 48, "mkv"),  # an RGB-family decode
 ]
 
 
@@ -66,7 +71,7 @@ def test_direct_conversion_is_bit_identical_to_to_ndarray(
     assert n == 6
 
 
-def test_rgb_frames_are_left_to_to_ndarray() -> None:
+def test_formats_it_does_not_take_are_left_to_to_ndarray() -> None:
     rgb = np.zeros((4, 6, 3), np.uint8)
     out = np.full_like(rgb, 9)
     assert not rgb24_into(av.VideoFrame.from_ndarray(rgb, format="rgb24"), out)
@@ -127,7 +132,7 @@ def test_child_writer_converts_straight_into_slots(tmp_path: Path) -> None:
 
 
 def test_child_writer_copies_frames_it_cannot_convert(tmp_path: Path) -> None:
-    clip = _clip(tmp_path / "c.mkv", "ffv1", "bgr0", 64, 48)  # an RGB-family decode
+    clip = _clip(tmp_path / "c.mkv", "ffv1", "gray16le", 64, 48)  # not converted directly
     writer, got = _run_writer(clip)
     assert (writer.direct, writer.copied) == (0, 6)
     with av.open(str(clip)) as container:

@@ -8,8 +8,8 @@ out, ``SWS_BILINEAR``, the frame's colour matrix (``sws_getCoefficients(frame.co
 its range (full for ``color_range`` JPEG or a ``yuvj*`` format), RGB out at full range. The result
 is bit-identical to ``to_ndarray`` (``tests/sources/test_convert.py`` checks it on real decodes).
 
-Formats this does not take (RGB already, hardware, anything but the 8-bit planar YUV decoders
-give) return False: the caller converts as before.
+Formats this does not take (see :data:`DIRECT_FORMATS`: alpha, 16-bit grey, hardware frames)
+return False: the caller converts as before.
 """
 
 from __future__ import annotations
@@ -25,9 +25,18 @@ import numpy.typing as npt
 
 __all__ = ["DIRECT_FORMATS", "available", "rgb24_into"]
 
-# 8-bit planar YUV: what software H.264/HEVC/VP9/AV1 decoders give for ordinary video.
-DIRECT_FORMATS = frozenset({"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"})
-_FULL_RANGE_FORMATS = frozenset({"yuvj420p", "yuvj422p", "yuvj444p"})
+# What decoders give for ordinary video (8- and 10-bit planar YUV from software H.264/HEVC/VP9/
+# AV1, semi-planar NV12/NV21, grey, MJPEG's full-range yuvj*, FFV1's bgr0), each checked
+# bit-identical to to_ndarray (tests/sources/test_convert.py). Others (gray16le differs, alpha
+# formats, hardware frames) take to_ndarray and one copy.
+DIRECT_FORMATS = frozenset(
+    {
+        *("yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p"),
+        *("yuv440p", "yuvj440p", "yuv411p", "yuv410p", "nv12", "nv21", "gray", "bgr0"),
+        *("yuv420p10le", "yuv422p10le", "yuv444p10le"),
+    }
+)
+_FULL_RANGE_FORMATS = frozenset({"yuvj420p", "yuvj422p", "yuvj444p", "yuvj440p"})
 _SWS_BILINEAR = 2  # PyAV's reformat default interpolation
 _SWS_CS_DEFAULT = 5
 _AVCOL_RANGE_JPEG = 2

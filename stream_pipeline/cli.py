@@ -207,6 +207,13 @@ def _add_serve_parser(sub: Any) -> None:
         "--ray-max-sources", type=int, default=None, help="most sources per actor (per GPU)"
     )
     cluster.add_argument(
+        "--ray-utilization",
+        type=float,
+        default=0.8,
+        help="share of an actor's worker time its sources may take, from the model's measured "
+        "cost per frame (default: 0.8; 0: only --ray-max-sources limits)",
+    )
+    cluster.add_argument(
         "--ray-liveness-timeout",
         type=float,
         default=10.0,
@@ -686,6 +693,7 @@ def _ray_config(args: argparse.Namespace) -> Any:
         address=args.ray,
         namespace=args.ray_namespace,
         max_sources=args.ray_max_sources,
+        utilization=args.ray_utilization,
         liveness_timeout=args.ray_liveness_timeout,
         fetch_url=args.ray_controller_url,  # None: this service's bound address (serve.py)
         token=args.token or read_environment().token,

@@ -141,12 +141,18 @@ class WorkerMeters:
     ) -> None:
         self._stages = {stage: _Buckets(latency_bounds) for stage in STAGES}
         self._batch = _Buckets(batch_bounds)
+        self._busy = 0.0  # seconds the worker spent on its batches (its measured cost)
+        self._frames = 0
         self._lock = threading.Lock()
 
     def observe_batch(self, rows: list[tuple[float, float, float, float, float]]) -> None:
         """One batch: a row of (queue, preprocess, infer, postprocess, total) seconds per frame."""
         stages = tuple(self._stages.values())
+        # Preprocess and infer are the batch's (the same in every row); postprocess is per frame.
+        busy = rows[0][1] + rows[0][2] + sum(row[3] for row in rows) if rows else 0.0
         with self._lock:
+            self._busy += busy
+            self._frames += len(rows)
             self._batch.observe(len(rows))
             for row in rows:
                 for buckets, value in zip(stages, row, strict=True):
@@ -156,6 +162,12 @@ class WorkerMeters:
         """Seconds per frame, by stage."""
         with self._lock:
             return {stage: b.snapshot() for stage, b in self._stages.items()}
+
+    def cost(self) -> tuple[int, float]:
+        """``(frames, seconds)``: frames processed and the worker's time on them in all
+        (preprocess + infer per batch, postprocess per frame): the measured cost of the model."""
+        with self._lock:
+            return self._frames, self._busy
 
     def batch_sizes(self) -> HistogramSnapshot:
         """Frames per batch."""

@@ -13,7 +13,8 @@ class RayConfig:
 
     address: str  # the head's GCS address (host:port) or "auto"
     namespace: str = "stream-pipeline"
-    max_sources: int | None = None  # per actor; None: from the model's measured cost
+    max_sources: int | None = None  # per actor, on top of the measured cost's limit
+    utilization: float = 0.8  # of an actor's worker time its sources may take (0: no such cap)
     liveness_timeout: float = 10.0  # seconds without a status answer before an actor is lost
     poll_interval: float = 1.0  # seconds between status polls of each actor
     call_timeout: float = 2.0  # seconds a status or apply call may take
@@ -26,5 +27,7 @@ class RayConfig:
             raise ValueError(f"--ray-max-sources must be ≥ 1, got {self.max_sources}")
         if not self.liveness_timeout > 0:
             raise ValueError(f"--ray-liveness-timeout must be > 0, got {self.liveness_timeout}")
+        if not 0 <= self.utilization <= 1:
+            raise ValueError(f"--ray-utilization must be in [0, 1], got {self.utilization}")
         if not self.namespace:
             raise ValueError("--ray-namespace must not be empty")

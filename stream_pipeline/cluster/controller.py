@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from typing import Any
@@ -34,6 +35,7 @@ from stream_pipeline.cluster.actors import ActorView
 from stream_pipeline.cluster.config import RayConfig
 from stream_pipeline.cluster.jobs import ENDED, ClusterJob
 from stream_pipeline.cluster.parts import Part, assignment_version
+from stream_pipeline.cluster.placement import capacity, source_rates
 from stream_pipeline.cluster.worker import WorkerSettings
 from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
 from stream_pipeline.jobs.spec import JobSpec, resolve_output
@@ -240,6 +242,18 @@ class Controller:
         """Times the source was moved off a lost actor, and the seconds it ran nowhere."""
         return self.outages.get((job_id, source_id), (0, 0.0))
 
+    def capacity(self, name: str) -> int | None:
+        """Parts actor ``name`` may hold: from its measured cost per frame and its sources'
+        rates, and ``--ray-max-sources`` (see :mod:`.placement`); ``None``: no limit known."""
+        view = self.actors.get(name)
+        status = view.status if view is not None else None
+        return capacity(
+            None if status is None else status.get("cost"),
+            [] if status is None else source_rates(status),
+            self.ray_config.utilization,
+            self.ray_config.max_sources,
+        )
+
     def cluster(self) -> dict[str, Any]:
         """The actors and where every source runs (``GET /cluster``)."""
         now = time.time()
@@ -256,6 +270,8 @@ class Controller:
                     # What it reported running last (differs from parts while it catches up).
                     "running": [] if view.status is None else sorted(view.status["parts"]),
                     "last_answer_age": None if view.last_ok is None else now - view.last_ok,
+                    "capacity": self.capacity(name),
+                    "cost_ms_per_frame": _cost_ms(view.status),
                 }
             )
         return {
@@ -440,12 +456,12 @@ class Controller:
                 last = view.last_ok if view is not None and view.last_ok else now
                 self.lost_since.setdefault(key, last)
                 await self.store.aset_placement(key[0], key[1], None)
-        limit = self.ray_config.max_sources
+        limits = {n: self.capacity(n) for n in alive}
         for part in wanted:
             key = (part.job_id, part.source_id)
             if key in self.placed:
                 continue
-            room = [n for n in sorted(alive) if limit is None or load[n] < limit]
+            room = [n for n in sorted(alive) if load[n] < (limits[n] or math.inf)]
             if not room:
                 break
             target = min(room, key=lambda n: (load[n], n))
@@ -460,3 +476,11 @@ def _dead_nodes() -> set[str]:
     import ray
 
     return {n["NodeID"] for n in ray.nodes() if not n["Alive"]}  # type: ignore[no-untyped-call]
+
+
+def _cost_ms(status: dict[str, Any] | None) -> float | None:
+    """An actor's measured worker time per frame, in ms (``None`` before it ran any frame)."""
+    cost = None if status is None else status.get("cost")
+    if not cost or not cost["frames"]:
+        return None
+    return round(1000 * float(cost["seconds"]) / int(cost["frames"]), 3)

@@ -189,7 +189,18 @@ class StreamWorker:
             else str(self.engine.error),
             "parts": parts,
             "refused": dict(self.refused),
+            "cost": self._cost(),
         }  # fmt: skip
+
+    def _cost(self) -> dict[str, float]:
+        """Frames its workers processed and their time on them, over every model it loaded
+        (the controller derives streams per actor from it, see ``placement.capacity``)."""
+        frames, seconds = 0, 0.0
+        if self.engine is not None:
+            for meters in self.engine.models.meters().values():
+                n, busy = meters.cost()
+                frames, seconds = frames + n, seconds + busy
+        return {"frames": frames, "seconds": seconds}
 
     async def aclose(self) -> None:
         """Stop the parts as a closing service does (resumable), close the engine."""

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,21 @@ class RayServe:
     """One ``serve --ray`` process group on a free loopback port (started with
     ``start_new_session``, so a test can SIGKILL the whole group, as a dead machine)."""
 
-    def __init__(self, address: str, env: Mapping[str, str], state: Path, out: Path) -> None:
+    def __init__(
+        self,
+        address: str,
+        env: Mapping[str, str],
+        state: Path,
+        out: Path,
+        extra: Sequence[str] = (),
+    ) -> None:
         cmd = [
             sys.executable, "-m", "stream_pipeline.cli", "serve", "--port", "0",
             "--state-dir", str(state), "--output-dir", str(out), "--device", "cpu",
             "--threads", "1", "--ray", address, "--ray-liveness-timeout", str(LIVENESS),
+            # Placement by count only: streams per actor from the measured cost would depend on
+            # how fast the test machine is.
+            "--ray-utilization", "0", *extra,
         ]  # fmt: skip
         self.log = state.parent / f"{state.name}-serve.log"
         self._log = self.log.open("ab")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from stream_pipeline.cluster.parts import assignment_version, part_id, parts_of
+from stream_pipeline.cluster.placement import capacity, source_rates
 from stream_pipeline.jobs.spec import JobSpec
 
 
@@ -48,3 +49,27 @@ def test_assignment_versions_are_equal_iff_the_parts_are() -> None:
     assert assignment_version(one) == assignment_version(same)
     assert assignment_version(one) != assignment_version({gate.id: gate.wire()})
     assert assignment_version({}) != assignment_version({gate.id: gate.wire()})
+
+
+def test_capacity_comes_from_the_measured_cost_and_the_cap() -> None:
+    cost = {"frames": 1000, "seconds": 10.0}  # 10 ms of worker time a frame
+    # 0.8 of the worker at 10 ms a frame: 80 frames a second, 16 sources at 5 fps, 8 at 10.
+    assert capacity(cost, [5.0, 5.0], 0.8, None) == 16
+    assert capacity(cost, [5.0, 15.0], 0.8, None) == 8
+    assert capacity(cost, [5.0, 5.0], 0.8, 4) == 4  # the smaller of the two
+    assert capacity(cost, [200.0], 0.8, None) == 1  # never below one
+    # Not known yet (too few frames, no running source, turned off): only the cap.
+    assert capacity({"frames": 10, "seconds": 0.1}, [5.0], 0.8, 6) == 6
+    assert capacity(cost, [], 0.8, None) is None
+    assert capacity(cost, [5.0], 0.0, None) is None
+
+
+def test_source_rates_are_those_of_streaming_parts() -> None:
+    status = {
+        "parts": {
+            "j.a": {"sources": [{"state": "streaming", "fps": 5.0}]},
+            "j.b": {"sources": [{"state": "starting", "fps": 0.0}]},
+            "j.c": {"sources": [{"state": "streaming", "fps": 12.5}]},
+        }
+    }
+    assert sorted(source_rates(status)) == [5.0, 12.5]

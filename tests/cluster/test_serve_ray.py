@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,11 @@ def test_eight_sources_move_off_a_dead_node(
         30, "frames from every source after the move",
     )  # fmt: skip
     assert serve.client.get(f"/jobs/{job_id}").json()["state"] == "running"
+    # The actor that took them all measured its worker's cost per frame, which placement turns
+    # into streams per actor (off in these tests, whose machine's speed is not known:
+    # --ray-utilization 0; placement.capacity is tested in test_parts.py).
+    survivor = actors(serve)[next(iter(after.values()))["actor"]]
+    assert survivor["cost_ms_per_frame"] > 0 and survivor["capacity"] is None, survivor
     _restore(ray_cluster, serve)
 
 
@@ -280,3 +286,42 @@ def _named_actors(cluster: RayCluster) -> list[str]:
     )  # fmt: skip
     names: list[str] = json.loads(done.stdout.strip().splitlines()[-1])
     return names
+
+
+def test_streams_per_actor_come_from_the_measured_cost(
+    ray_cluster: RayCluster, dirs: tuple[Path, Path]
+) -> None:
+    # With 1 % of a worker's time to fill, any real source at 25 fps (≥ 0.4 ms a frame) takes
+    # it all: once the cost is measured, each actor holds one source, whatever the machine.
+    state, out = dirs
+    serve = RayServe(
+        ray_cluster.address, ray_cluster.env, state, out, extra=("--ray-utilization", "0.01")
+    )
+    fast = "synthetic://street?frames=0&realtime=1&fps=25&width=64&height=48"
+    try:
+        spec = {"name": "cost", "model": "default", "sources": [{"id": "k1", "url": fast}]}
+        job_id = _create(serve, spec)
+        second = serve.client.post(f"/jobs/{job_id}/sources", json={"id": "k2", "url": fast})
+        assert second.status_code == 201, second.text
+        until(
+            lambda: actors(serve),
+            lambda a: all(x["capacity"] == 1 for x in a.values()),
+            60, "each actor's capacity measured: one source",
+        )  # fmt: skip
+        added = serve.client.post(f"/jobs/{job_id}/sources", json={"id": "k3", "url": fast})
+        assert added.status_code == 201, added.text
+        for _ in range(8):  # rounds of the controller: k3 finds no room
+            time.sleep(0.5)
+            k3 = sources(serve, job_id)["k3"]
+            assert k3["actor"] is None and k3["state"] == "queued", k3
+        serve.client.delete(f"/jobs/{job_id}/sources/k1")  # room again: k3 is placed
+        until(
+            lambda: sources(serve, job_id)["k3"],
+            lambda s: s["actor"] is not None and s["state"] == "streaming",
+            60, "k3 placed where k1 left",
+        )  # fmt: skip
+    finally:
+        for job in serve.client.get("/jobs").json():
+            if job["state"] not in ("completed", "failed", "stopped"):
+                serve.client.delete(f"/jobs/{job['id']}")
+        serve.close()

@@ -58,6 +58,9 @@ async def test_apply_runs_exactly_the_assigned_parts(tmp_path: Path, tiny_packag
         assert done["parts"]["job1.b"]["state"] == "running"
         lines = (tmp_path / "w.a.jsonl").read_text().splitlines()
         assert [json.loads(x)["frame_id"] for x in lines] == list(range(40))
+        # The measured cost the controller places by: frames and the worker's time on them.
+        cost = done["cost"]
+        assert cost["frames"] >= 40 and 0 < cost["seconds"] < 40 * 1.0, cost
         # Only the live part stays: the file part is forgotten, the live one left running.
         only_b = {"job1.b": parts["job1.b"]}
         status = await worker.apply(assignment_version(only_b), only_b)

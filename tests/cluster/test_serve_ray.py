@@ -299,6 +299,12 @@ def test_streams_per_actor_come_from_the_measured_cost(
     )
     fast = "synthetic://street?frames=0&realtime=1&fps=25&width=64&height=48"
     try:
+        # Both actors heard from first: else k1 and k2 could both go to the one that answered.
+        until(
+            lambda: actors(serve),
+            lambda a: sum(x["alive"] for x in a.values()) == 2,
+            60, "two actors alive",
+        )  # fmt: skip
         spec = {"name": "cost", "model": "default", "sources": [{"id": "k1", "url": fast}]}
         job_id = _create(serve, spec)
         second = serve.client.post(f"/jobs/{job_id}/sources", json={"id": "k2", "url": fast})

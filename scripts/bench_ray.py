@@ -108,14 +108,18 @@ def actor_rtt(address: str, names: list[str], n: int) -> dict[str, dict[str, flo
     return out
 
 
+def busiest(serve: RayServe, job_id: str) -> tuple[str, set[str]]:
+    """The actor running the most of the job's sources, and those sources."""
+    on: dict[str, set[str]] = {}
+    for sid, s in sources(serve, job_id).items():
+        on.setdefault(s["actor"], set()).add(sid)
+    victim = max(on, key=lambda a: len(on[a]))
+    return victim, on[victim]
+
+
 def node_loss(cluster: RayCluster, serve: RayServe, job_id: str) -> dict[str, Any]:
     """Kill the node running the most sources; seconds until each streams again elsewhere."""
-    before = sources(serve, job_id)
-    count: dict[str, int] = {}
-    for s in before.values():
-        count[s["actor"]] = count.get(s["actor"], 0) + 1
-    victim = max(count, key=lambda a: count[a])
-    moved = {sid for sid, s in before.items() if s["actor"] == victim}
+    victim, moved = busiest(serve, job_id)
     node = actors(serve)[victim]["node"]
     index = next(
         cluster.worker_index(n.node_manager_port) for n in cluster.nodes() if n.node_id == node
@@ -147,12 +151,7 @@ def node_loss(cluster: RayCluster, serve: RayServe, job_id: str) -> dict[str, An
 def actor_kill(serve: RayServe, job_id: str) -> dict[str, Any]:
     """SIGKILL the process of the actor running the most sources; seconds until they stream
     again (frames growing) on its restarted process."""
-    before = sources(serve, job_id)
-    count: dict[str, int] = {}
-    for s in before.values():
-        count[s["actor"]] = count.get(s["actor"], 0) + 1
-    victim = max(count, key=lambda a: count[a])
-    ids = {sid for sid, s in before.items() if s["actor"] == victim}
+    victim, ids = busiest(serve, job_id)
     pid = actors(serve)[victim]["pid"]
     t0 = time.time()
     os.kill(pid, signal.SIGKILL)

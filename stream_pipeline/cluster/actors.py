@@ -33,9 +33,7 @@ class ActorView:
         self.lost_at: float | None = None
         self.restarted_from: float | None = None  # set when it answers from a new process
         self._poll: asyncio.Future[Any] | None = None
-        self._poll_sent = 0.0
         self._apply: asyncio.Future[Any] | None = None
-        self._apply_version: str | None = None
 
     # -- state -----------------------------------------------------------------------------
 
@@ -70,20 +68,15 @@ class ActorView:
 
     # -- calls -----------------------------------------------------------------------------
 
-    def poll(self, call_timeout: float) -> None:
-        """Send a status call unless one is outstanding; collect an answered one."""
-        now = time.monotonic()
-        if self._poll is not None:
-            if self._poll.done():
-                self._take(self._poll)
-                self._poll = None
-            elif now - self._poll_sent > call_timeout:
-                # Never answered in time: leave it (it waits in Ray's queue) and do not pile
-                # another one behind it; the next answer, whenever it comes, still counts.
-                pass
-            return
-        self._poll = _future(self.handle.status.remote())
-        self._poll_sent = now
+    def poll(self) -> None:
+        """Send a status call unless one is outstanding, or take the answer of one that is done
+        (one never answered waits in Ray's queue: no second is piled behind it, and its answer
+        still counts whenever it comes)."""
+        if self._poll is None:
+            self._poll = _future(self.handle.status.remote())
+        elif self._poll.done():
+            self._take(self._poll)
+            self._poll = None
 
     def _take(self, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
@@ -101,16 +94,10 @@ class ActorView:
         self.last_ok = time.time()
 
     def push(self, version: str, parts: dict[str, str]) -> None:
-        """Send an apply of ``parts`` unless this version is already on its way."""
-        if self._apply is not None:
-            if not self._apply.done():
-                return
-            self._take(self._apply)
-            self._apply = None
-        if self.version == version:
-            return
-        self._apply = _future(self.handle.apply.remote(version, parts))
-        self._apply_version = version
+        """Send an apply of ``parts`` unless one is on its way or it runs this version."""
+        self.collect()
+        if self._apply is None and self.version != version:
+            self._apply = _future(self.handle.apply.remote(version, parts))
 
     def collect(self) -> None:
         """Take the answer of a finished apply."""

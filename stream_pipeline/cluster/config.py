@@ -17,7 +17,6 @@ class RayConfig:
     utilization: float = 0.8  # of an actor's worker time its sources may take (0: no such cap)
     liveness_timeout: float = 10.0  # seconds without a status answer before an actor is lost
     poll_interval: float = 1.0  # seconds between status polls of each actor
-    call_timeout: float = 2.0  # seconds a status or apply call may take
     fetch_url: str | None = None  # this service's URL, for actors to fetch their assignment
     token: str | None = None  # its bearer token, when it has one
 

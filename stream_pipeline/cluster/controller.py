@@ -34,10 +34,10 @@ from typing import Any
 from stream_pipeline.cluster.actors import ActorView
 from stream_pipeline.cluster.config import RayConfig
 from stream_pipeline.cluster.jobs import ENDED, ClusterJob
-from stream_pipeline.cluster.parts import Part, assignment_version
+from stream_pipeline.cluster.parts import Part, assignment_version, parts_of
 from stream_pipeline.cluster.placement import capacity, source_rates
 from stream_pipeline.cluster.worker import WorkerSettings
-from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
+from stream_pipeline.jobs.settings import JobsConfig, UnknownJob, check_sources_free
 from stream_pipeline.jobs.spec import JobSpec, resolve_output
 from stream_pipeline.jobs.store import JobStore
 
@@ -137,25 +137,13 @@ class Controller:
     def check_free(self, source_ids: list[str]) -> None:
         """:class:`JobConflict` if an active job already has one of ``source_ids``, or if they
         would take the service beyond ``--max-sources``."""
-        limit = self.config.max_sources
-        if limit is not None:
-            running = sum(len(j.spec.sources) for j in self.jobs.values() if j.state not in ENDED)
-            if running + len(source_ids) > limit:
-                raise JobConflict(
-                    f"the service runs at most {limit} sources (--max-sources); "
-                    f"{running} are in use"
-                )
-        for job in self.jobs.values():
-            if job.state not in ENDED:
-                taken = {s.id for s in job.spec.sources} & set(source_ids)
-                if taken:
-                    raise JobConflict(f"source id {sorted(taken)[0]!r} is in use by job {job.id}")
+        active = [(j.id, j.spec) for j in self.jobs.values() if j.state not in ENDED]
+        check_sources_free(active, source_ids, self.config.max_sources)
 
     async def create(self, spec: JobSpec) -> ClusterJob:
         """Check, store, and have it placed on the next round."""
         job_id = secrets.token_hex(4)
-        probe = ClusterJob(self, job_id, spec, "queued", None, time.time())
-        for part in probe.parts.values():
+        for part in parts_of(job_id, spec):
             for i, sink in zip(part.sink_index, part.spec.sinks, strict=True):
                 path = getattr(sink, "path", None)
                 if path is not None:
@@ -257,6 +245,7 @@ class Controller:
     def cluster(self) -> dict[str, Any]:
         """The actors and where every source runs (``GET /cluster``)."""
         now = time.time()
+        assigned = self._assignments()
         actors = []
         for name, view in sorted(self.actors.items()):
             actors.append(
@@ -266,7 +255,7 @@ class Controller:
                     "node": view.node,
                     "address": view.address,
                     "pid": None if view.status is None else view.status["pid"],
-                    "parts": sorted(p for p, a in self._assigned().items() if a == name),
+                    "parts": sorted(assigned.get(name, {})),
                     # What it reported running last (differs from parts while it catches up).
                     "running": [] if view.status is None else sorted(view.status["parts"]),
                     "last_answer_age": None if view.last_ok is None else now - view.last_ok,
@@ -283,7 +272,7 @@ class Controller:
 
     def assignment(self, name: str) -> tuple[str, dict[str, str]]:
         """What actor ``name`` should run: (version, part id → spec JSON)."""
-        parts = {pid: wire for pid, (actor, wire) in self._desired().items() if actor == name}
+        parts = self._assignments().get(name, {})
         return assignment_version(parts), parts
 
     # -- the loop --------------------------------------------------------------------------
@@ -311,7 +300,7 @@ class Controller:
         else:  # a node Ray marks dead loses its actors at once, before their polls time out
             self._dead_nodes = await asyncio.to_thread(_dead_nodes)
         for view in self.actors.values():
-            view.poll(self.ray_config.call_timeout)
+            view.poll()
             view.collect()
             if view.check_lost(now, self._timeout, self._dead_nodes):
                 log.warning("actor %s is lost (node %s): moving its sources", view.name, view.node)
@@ -323,12 +312,11 @@ class Controller:
                 view.restarted_from = None
         await self._track_parts(now)
         await self._place(now)
-        desired = self._desired()
+        assigned = self._assignments()
         for name, view in self.actors.items():
-            if not view.alive(now, self._timeout):
-                continue
-            parts = {pid: wire for pid, (actor, wire) in desired.items() if actor == name}
-            view.push(assignment_version(parts), parts)
+            if view.alive(now, self._timeout):
+                parts = assigned.get(name, {})
+                view.push(assignment_version(parts), parts)
 
     async def _refresh_actors(self) -> None:
         """Slots and dead nodes from Ray; one actor per slot ever offered (found or created)."""
@@ -366,24 +354,14 @@ class Controller:
             return []
         return [p for p in job.parts.values() if (job.id, p.source_id) not in self.done]
 
-    def _assigned(self) -> dict[str, str]:
-        """Part id → actor of every placed part that should run."""
-        out = {}
+    def _assignments(self) -> dict[str, dict[str, str]]:
+        """Actor → {part id: spec JSON} of every placed part that should run."""
+        out: dict[str, dict[str, str]] = {}
         for job in self.jobs.values():
             for part in self._wanted_parts(job):
                 actor = self.placed.get((job.id, part.source_id))
                 if actor is not None:
-                    out[part.id] = actor
-        return out
-
-    def _desired(self) -> dict[str, tuple[str, str]]:
-        """Part id → (actor, spec JSON) of every placed part that should run."""
-        out = {}
-        for job in self.jobs.values():
-            for part in self._wanted_parts(job):
-                actor = self.placed.get((job.id, part.source_id))
-                if actor is not None:
-                    out[part.id] = (actor, part.wire())
+                    out.setdefault(actor, {})[part.id] = part.wire
         return out
 
     async def _track_parts(self, now: float) -> None:

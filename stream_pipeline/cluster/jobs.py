@@ -13,7 +13,7 @@ import datetime as dt
 from typing import TYPE_CHECKING, Any
 
 from stream_pipeline.cluster.parts import Part, parts_of
-from stream_pipeline.jobs.settings import JobConflict, spec_without
+from stream_pipeline.jobs.settings import JobConflict, spec_with, spec_without
 from stream_pipeline.jobs.spec import (
     JobSpec,
     JobStatus,
@@ -95,12 +95,8 @@ class ClusterJob:
 
     async def add_source(self, source: SourceSpecModel) -> None:
         """Hot-add a source: a new part, placed on the next round."""
-        if self.state in ENDED:
-            raise JobConflict(f"job {self.id} is {self.state}: no source can be added")
-        if any(s.id == source.id for s in self.spec.sources):
-            raise JobConflict(f"source id {source.id!r} is already in job {self.id}")
+        spec = spec_with(self.id, self.state, self.spec, source)
         self.ctl.check_free([source.id])
-        spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
         await self.ctl.set_spec(self, spec)
         self._set_spec(spec)
         self.ctl.wake()

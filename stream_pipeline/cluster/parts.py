@@ -33,7 +33,7 @@ class Part:
     """One source of one job, with the job's sinks that take it (``sink_index``: their indices
     in the job's spec)."""
 
-    __slots__ = ("id", "job_id", "sink_index", "source_id", "spec")
+    __slots__ = ("id", "job_id", "sink_index", "source_id", "spec", "wire")
 
     def __init__(self, job_id: str, spec: JobSpec, source_id: str) -> None:
         self.job_id = job_id
@@ -50,10 +50,9 @@ class Part:
             index.append(i)
         self.sink_index = tuple(index)
         self.spec = spec.model_copy(update={"sources": [source], "sinks": sinks})
-
-    def wire(self) -> str:
-        """The part's spec as JSON, as it travels to an actor."""
-        return self.spec.model_dump_json()
+        # The spec as JSON, as it travels to an actor: made once (a job's parts are made anew
+        # when its spec changes), not at every round of the controller.
+        self.wire = self.spec.model_dump_json()
 
 
 def parts_of(job_id: str, spec: JobSpec) -> list[Part]:

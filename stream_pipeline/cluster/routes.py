@@ -11,8 +11,7 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Request, Response
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -23,13 +22,13 @@ from stream_pipeline.cluster.controller import Controller
 from stream_pipeline.cluster.jobs import ENDED, ClusterJob
 from stream_pipeline.cluster.worker import WorkerSettings
 from stream_pipeline.errors import ConfigError
-from stream_pipeline.jobs.routes import control_routes, run_control, validation_error
+from stream_pipeline.jobs.routes import control_routes, error_response, run_control
 from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
 from stream_pipeline.jobs.spec import JobSpec, JobStatus
 from stream_pipeline.jobs.store import JobStore
 from stream_pipeline.server.auth import check_token
 
-__all__ = ["cluster_router", "install_cluster_jobs"]
+__all__ = ["cluster_router"]
 
 
 def cluster_router(config: JobsConfig, ray: RayConfig, token: str | None) -> APIRouter:
@@ -76,9 +75,7 @@ def cluster_router(config: JobsConfig, ray: RayConfig, token: str | None) -> API
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from None
         except ConfigError as exc:
-            field, _, _ = str(exc).partition(":")
-            body = {"error": str(exc), "errors": [{"field": field, "message": str(exc)}]}
-            return JSONResponse(body, 422)  # type: ignore[return-value]
+            return error_response(422, str(exc))  # type: ignore[return-value]
         response.headers["Location"] = f"/jobs/{created.id}"
         return created.status()
 
@@ -179,13 +176,3 @@ class _ClusterCollector(Collector):
             placed.add_metric([actor["name"]], len(actor["parts"]))
             alive.add_metric([actor["name"]], 1.0 if actor["alive"] else 0.0)
         yield from (frames, dropped, moved, placed, alive)
-
-
-def install_cluster_jobs(app: FastAPI, config: JobsConfig, token: str | None) -> None:
-    """Add the ``serve --ray`` jobs routes to ``app`` (``config.cluster`` is the RayConfig)."""
-    assert isinstance(config.cluster, RayConfig)
-    app.include_router(cluster_router(config, config.cluster, token))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return validation_error(exc)

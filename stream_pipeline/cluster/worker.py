@@ -127,10 +127,7 @@ class StreamWorker:
             raise ValueError(f"assignment {version} does not match its parts")
         async with self._apply:
             for pid in [p for p in sup.jobs if p not in parts]:
-                gone = sup.jobs[pid]
-                if gone.state not in _ENDED:
-                    await gone.stop()
-                await sup.forget(pid)
+                await self._remove(pid)
             for pid, wire in parts.items():
                 runner = sup.jobs.get(pid)
                 if runner is not None and runner.state in ("failed", "stopped"):
@@ -157,16 +154,22 @@ class StreamWorker:
                     await asyncio.wait_for(self._drop_all(), 5)
                 os._exit(1)  # Ray restarts it where a slot is free
 
+    async def _remove(self, pid: str) -> None:
+        """Stop the part (its sinks flushed) unless it ended, and forget it."""
+        sup = self.sup
+        assert sup is not None
+        runner = sup.jobs[pid]
+        if runner.state not in _ENDED:
+            await runner.stop()
+        await sup.forget(pid)
+
     async def _drop_all(self) -> None:
         """Stop and forget every part; the next apply starts what is assigned then."""
         sup = self.sup
         assert sup is not None
         async with self._apply:
             for pid in list(sup.jobs):
-                runner = sup.jobs[pid]
-                if runner.state not in _ENDED:
-                    await runner.stop()
-                await sup.forget(pid)
+                await self._remove(pid)
             self.version = ""  # differs from any assignment: the controller pushes again
 
     def status(self) -> dict[str, Any]:

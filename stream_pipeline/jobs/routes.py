@@ -36,6 +36,7 @@ from stream_pipeline.server.auth import check_token
 __all__ = [
     "control_routes",
     "create_jobs_app",
+    "error_response",
     "install_jobs",
     "jobs_router",
     "not_ready",
@@ -87,7 +88,7 @@ def jobs_router(engine: Engine, config: JobsConfig, token: str | None) -> APIRou
         except JobConflict as exc:
             raise HTTPException(409, str(exc)) from None
         except ConfigError as exc:
-            return _error(422, str(exc))  # type: ignore[return-value]
+            return error_response(422, str(exc))  # type: ignore[return-value]
         response.headers["Location"] = f"/jobs/{runner.id}"
         return runner.status()
 
@@ -244,7 +245,11 @@ async def _events(runner: JobRunner, sub: Any) -> AsyncIterator[bytes]:
         await sub.aclose()
 
 
-def _error(status: int, message: str, errors: list[dict[str, str]] | None = None) -> JSONResponse:
+def error_response(
+    status: int, message: str, errors: list[dict[str, str]] | None = None
+) -> JSONResponse:
+    """A 4xx body: ``{"error": message, "errors": [{"field", "message"}]}``, the field
+    being what ``message`` names before its first colon unless ``errors`` are given."""
     field, _, _ = message.partition(":")
     errors = errors or [{"field": field.strip(), "message": message}]
     return JSONResponse({"error": message, "errors": errors}, status)
@@ -290,11 +295,11 @@ def install_jobs(app: FastAPI, engine: Engine, config: JobsConfig, token: str | 
     line for the jobs service); with ``config.cluster`` (``serve --ray``) those of the cluster's
     controller instead."""
     if config.cluster is not None:
-        from stream_pipeline.cluster.routes import install_cluster_jobs
+        from stream_pipeline.cluster.routes import cluster_router
 
-        install_cluster_jobs(app, config, token)
-        return
-    app.include_router(jobs_router(engine, config, token))
+        app.include_router(cluster_router(config, config.cluster, token))
+    else:
+        app.include_router(jobs_router(engine, config, token))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -28,7 +28,7 @@ from stream_pipeline.engine import (
 from stream_pipeline.errors import SourceError
 from stream_pipeline.jobs.outage import Outages
 from stream_pipeline.jobs.outputs import ResumeSink, build_sink, jsonl_checkpoints
-from stream_pipeline.jobs.settings import JobConflict, spec_without
+from stream_pipeline.jobs.settings import JobConflict, spec_with, spec_without
 from stream_pipeline.jobs.spec import (
     JobStatus,
     SourceSpecModel,
@@ -333,12 +333,8 @@ class JobRunner:
     async def add_source(self, source: SourceSpecModel) -> None:
         """Hot-add a source (it starts now unless the job is paused)."""
         async with self.control:
-            if self.state in ("completed", "failed", "stopped"):
-                raise JobConflict(f"job {self.id} is {self.state}: no source can be added")
-            if any(s.id == source.id for s in self.spec.sources):
-                raise JobConflict(f"source id {source.id!r} is already in job {self.id}")
+            spec = spec_with(self.id, self.state, self.spec, source)
             self.sup.check_free([source.id])
-            spec = self.spec.model_copy(update={"sources": [*self.spec.sources, source]})
             live = self.is_live(source)
             if not self.paused and self.attached:
                 try:

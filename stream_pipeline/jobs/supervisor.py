@@ -15,7 +15,12 @@ import secrets
 from stream_pipeline.engine import Engine
 from stream_pipeline.jobs.outage import Outages
 from stream_pipeline.jobs.runner import JobRunner
-from stream_pipeline.jobs.settings import JobConflict, JobsConfig, UnknownJob
+from stream_pipeline.jobs.settings import (
+    JobConflict,
+    JobsConfig,
+    UnknownJob,
+    check_sources_free,
+)
 from stream_pipeline.jobs.spec import JobSpec
 from stream_pipeline.jobs.store import JobStore
 from stream_pipeline.logs import job_context
@@ -91,22 +96,8 @@ class Supervisor:
     def check_free(self, source_ids: list[str]) -> None:
         """:class:`JobConflict` if an active job already has one of ``source_ids``, or if they
         would take the service beyond ``max_sources``."""
-        limit = self.config.max_sources
-        if limit is not None:
-            active = [r for r in self.jobs.values() if r.state in _ACTIVE]
-            running = sum(len(r.spec.sources) for r in active)
-            if running + len(source_ids) > limit:
-                raise JobConflict(
-                    f"the service runs at most {limit} sources (--max-sources); "
-                    f"{running} are in use"
-                )
-        for runner in self.jobs.values():
-            if runner.state in _ACTIVE:
-                taken = {s.id for s in runner.spec.sources} & set(source_ids)
-                if taken:
-                    raise JobConflict(
-                        f"source id {sorted(taken)[0]!r} is in use by job {runner.id}"
-                    )
+        active = [(r.id, r.spec) for r in self.jobs.values() if r.state in _ACTIVE]
+        check_sources_free(active, source_ids, self.config.max_sources)
 
     async def create(self, spec: JobSpec, job_id: str | None = None) -> JobRunner:
         """Check what the spec alone cannot (paths after symlinks, ids in use); store; run.

@@ -49,7 +49,7 @@ def test_the_jobs_service_does_not_import_ray() -> None:
     code = (
         "import sys; from stream_pipeline.jobs.routes import install_jobs; "
         "from stream_pipeline.cluster import parts, worker; "
-        "from stream_pipeline.cluster.routes import install_cluster_jobs; "
+        "from stream_pipeline.cluster.routes import cluster_router; "
         "print('ray' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

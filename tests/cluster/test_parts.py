@@ -39,16 +39,16 @@ def test_a_part_is_one_source_with_the_sinks_that_take_it() -> None:
     assert [getattr(s, "path", None) for s in dock.spec.sinks] == [
         "out/yard.dock.jsonl", "clips.dock", None,
     ]  # fmt: skip
-    assert JobSpec.model_validate_json(dock.wire()) == dock.spec
+    assert JobSpec.model_validate_json(dock.wire) == dock.spec
 
 
 def test_assignment_versions_are_equal_iff_the_parts_are() -> None:
     gate, dock = parts_of("j1", _spec())
-    one = {gate.id: gate.wire(), dock.id: dock.wire()}
-    same = {dock.id: dock.wire(), gate.id: gate.wire()}
+    one = {gate.id: gate.wire, dock.id: dock.wire}
+    same = {dock.id: dock.wire, gate.id: gate.wire}
     assert assignment_version(one) == assignment_version(same)
-    assert assignment_version(one) != assignment_version({gate.id: gate.wire()})
-    assert assignment_version({}) != assignment_version({gate.id: gate.wire()})
+    assert assignment_version(one) != assignment_version({gate.id: gate.wire})
+    assert assignment_version({}) != assignment_version({gate.id: gate.wire})
 
 
 def test_capacity_comes_from_the_measured_cost_and_the_cap() -> None:

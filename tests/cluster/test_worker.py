@@ -31,7 +31,7 @@ def _parts(tiny_package: Path, frames: int, path: str = "w.jsonl") -> dict[str, 
             "sinks": [{"type": "jsonl", "path": path, "with_masks": False}],
         }
     )
-    return {p.id: p.wire() for p in parts_of("job1", spec)}
+    return {p.id: p.wire for p in parts_of("job1", spec)}
 
 
 async def _until(worker: StreamWorker, check: object, within: float = 30.0) -> dict[str, Any]:
